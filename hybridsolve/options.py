@@ -1,0 +1,119 @@
+"""The one options convention: everything is configured through PETSc's options database.
+
+* Code passes options as a dict without the leading dash, applied under a prefix, e.g.
+  ``{"ksp_type": "cg", "pc_type": "gamg"}`` with prefix ``"darcy_"``.
+* Values set in code are *defaults*: a value already in the database (the command line,
+  ``PETSC_OPTIONS``, an options file) wins, as with any PETSc program. Defaults set here are
+  removed again once the object has read them, so they do not leak into other solvers.
+* Options nobody read are reported (``-options_left`` style) by :func:`unused_options`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any, Iterator, Mapping, Sequence
+
+from hybridsolve.errors import InputError
+
+__all__ = ["parse_args", "insert_args", "defaults_under_prefix", "unused_options", "check_prefix"]
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+# Options PETSc reads at initialisation or finalisation, never through a solver object.
+_ALWAYS_USED = {
+    "options_left", "log_view", "help", "malloc_debug", "malloc_dump", "log_trace",
+    "info", "on_error_abort", "no_signal_handler", "options_file", "viewer_binary_skip_info",
+    "memory_view", "check_pointer_intensity", "options_view",
+}
+
+
+def _is_name(tok: str) -> bool:
+    return tok.startswith("-") and len(tok) > 1 and not _NUMBER.match(tok)
+
+
+def parse_args(argv: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Split PETSc command-line tokens into (name, value) pairs, names without the dash.
+
+    ``["-ksp_rtol", "1e-8", "-ksp_monitor", "-x", "-1"]`` gives
+    ``[("ksp_rtol", "1e-8"), ("ksp_monitor", None), ("x", "-1")]``.
+
+    Raises:
+        InputError: for a token that is neither an option name nor follows one.
+    """
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        tok = argv[i]
+        if not _is_name(tok):
+            raise InputError(f"unexpected argument {tok!r}: PETSc options look like -name [value]")
+        name = tok.lstrip("-")
+        if i + 1 < len(argv) and not _is_name(argv[i + 1]):
+            out.append((name, argv[i + 1]))
+            i += 2
+        else:
+            out.append((name, None))
+            i += 1
+    return out
+
+
+def insert_args(argv: Sequence[str]) -> None:
+    """Insert command-line style options into PETSc's database (when PETSc is already running)."""
+    from hybridsolve.stack import PETSc
+
+    opts = PETSc.Options()
+    for name, value in parse_args(argv):
+        opts.setValue(name, "" if value is None else value)
+
+
+def check_prefix(prefix: str | None) -> str:
+    """Validate an options prefix (no leading dash, no spaces); ``None`` becomes ``""``."""
+    prefix = prefix or ""
+    if prefix.startswith("-") or any(c.isspace() for c in prefix):
+        raise InputError(f"options prefix {prefix!r} must not start with '-' or contain spaces")
+    return prefix
+
+
+def _value(v: Any) -> str:
+    if v is None or v is True:
+        return ""
+    if v is False:
+        return "false"
+    return str(v)
+
+
+@contextlib.contextmanager
+def defaults_under_prefix(prefix: str, defaults: Mapping[str, Any] | None) -> Iterator[None]:
+    """Apply ``defaults`` under ``prefix`` where the database has no value; remove them on exit.
+
+    Use around the ``setFromOptions()``/``setUp()`` of the object that reads them.
+    """
+    from hybridsolve.stack import PETSc
+
+    opts = PETSc.Options()
+    added = []
+    for key, val in (defaults or {}).items():
+        key = key.lstrip("-")
+        full = prefix + key
+        if not opts.hasName(full):
+            opts.setValue(full, _value(val))
+            added.append(full)
+    try:
+        yield
+    finally:
+        for full in added:
+            opts.delValue(full)
+
+
+def unused_options() -> list[str]:
+    """Names (with dash) of options in the database that no PETSc object has read."""
+    from hybridsolve.stack import PETSc
+
+    opts = PETSc.Options()
+    left = []
+    for name in opts.getAll():
+        if name in _ALWAYS_USED:
+            continue
+        if not opts.used(name):
+            left.append("-" + name)
+    return sorted(left)

@@ -1,0 +1,76 @@
+"""MPI helpers: rank-0 printing, gathering, and ending a whole job cleanly on an error."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+
+from hybridsolve.errors import InputError
+from hybridsolve.stack import MPI
+
+__all__ = ["print0", "allgather_array", "run_collective_main", "install_abort_hook"]
+
+
+def print0(*args: Any, comm: MPI.Comm = MPI.COMM_WORLD, file=None, **kw: Any) -> None:
+    """``print`` on rank 0 of ``comm`` only, flushed."""
+    if comm.rank == 0:
+        print(*args, file=file or sys.stdout, flush=True, **kw)
+
+
+def allgather_array(comm: MPI.Comm, local: np.ndarray) -> np.ndarray:
+    """Concatenate each rank's 1-D (or row-stacked) array in rank order, on every rank."""
+    local = np.ascontiguousarray(local)
+    parts = comm.allgather(local)
+    return np.concatenate(parts, axis=0) if parts else local
+
+
+def _report(exc: BaseException, comm: MPI.Comm) -> None:
+    where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
+    msg = f"hybridsolve: error{where}: {exc}"
+    if not isinstance(exc, InputError):
+        msg = "".join(traceback.format_exception(exc)) + msg
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COMM_WORLD) -> int:
+    """Run ``main`` so that an error on any rank ends the whole job with a message, never a hang.
+
+    * :class:`InputError` is raised by validation before any collective work, identically on
+      every rank: rank 0 prints the message and every rank returns exit code 2.
+    * Any other exception is printed with its rank and traceback, then ``MPI_Abort`` ends all
+      ranks (a rank waiting in a collective would otherwise wait forever).
+    """
+    try:
+        code = main()
+        return int(code or 0)
+    except InputError as exc:
+        if comm.rank == 0:
+            _report(exc, comm)
+        return 2
+    except KeyboardInterrupt:
+        if comm.size > 1:
+            comm.Abort(130)
+        return 130
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any failure must end every rank
+        _report(exc, comm)
+        if comm.size > 1:
+            MPI.COMM_WORLD.Abort(1)
+        return 1
+
+
+def install_abort_hook() -> None:
+    """Make an uncaught exception in a driver script abort all ranks (like ``python -m mpi4py``)."""
+    previous = sys.excepthook
+
+    def hook(tp, value, tb):  # pragma: no cover - exercised through subprocess tests
+        previous(tp, value, tb)
+        sys.stderr.flush()
+        if MPI.COMM_WORLD.size > 1:
+            MPI.COMM_WORLD.Abort(1)
+
+    sys.excepthook = hook

@@ -1,0 +1,84 @@
+"""Darcy flow with a log-normal random coefficient (the FNO/SKR benchmark family)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from scipy.interpolate import RegularGridInterpolator
+
+from hybridsolve.errors import InputError
+from hybridsolve.problems.base import FamilyOption, LinearSystem, register
+from hybridsolve.problems.fem_family import FEMFamily
+from hybridsolve.problems.fields import gaussian_random_field
+
+
+@register
+class Darcy(FEMFamily):
+    """``-div(a grad u) = f`` on the unit square, ``u = 0`` on the boundary, ``a = exp(GRF)``.
+
+    The coefficient is a sample of ``exp(GRF(alpha, tau))`` on the ``(n + 1)^2`` grid nodes (the
+    parameter array). ``discretization=fem``: P1 on an ``n x n`` triangle mesh, ``(n + 1)^2`` dofs
+    (boundary dofs carry identity rows). ``discretization=grid``: the symmetric 5-point stencil
+    on the ``(n - 1)^2`` interior nodes with face coefficients the mean of the two nodes.
+    """
+
+    name = "darcy"
+    summary = "-div(a grad u) = f, a = exp(GRF(alpha, tau)), u = 0; P1 FEM or 5-point grid"
+    size_doc = "cells per side: (n+1)^2 P1 dofs (fem) or (n-1)^2 grid unknowns (grid)"
+    min_n = 2
+    options = {
+        "discretization": FamilyOption("fem", str, "fem (P1 on DOLFINx) or grid (5-point)", ("fem", "grid")),
+        "alpha": FamilyOption(2.5, float, "GRF smoothness exponent"),
+        "tau": FamilyOption(7.0, float, "GRF inverse length scale"),
+        "source": FamilyOption(1.0, float, "constant source f"),
+    }
+
+    def validate_options(self) -> None:
+        if self.opts["alpha"] <= 1.0 or self.opts["tau"] <= 0:
+            raise InputError("darcy: need alpha > 1 and tau > 0")
+        if self.opts["discretization"] == "grid" and self.n < 3:
+            raise InputError("darcy: the grid discretization needs n >= 3")
+
+    def param_shape(self):
+        return (self.n + 1, self.n + 1)
+
+    def sample_params(self, rng, index):
+        return np.exp(gaussian_random_field(rng, self.n + 1, self.opts["alpha"], self.opts["tau"]))
+
+    def check_params(self, params):
+        params = super().check_params(params)
+        if np.any(params <= 0):
+            raise InputError("darcy: the coefficient a must be positive everywhere")
+        return params
+
+    def build(self, params, comm, index, previous=None) -> LinearSystem:
+        if self.opts["discretization"] == "fem":
+            sys_ = super().build(params, comm, index, previous)
+            return sys_
+        from hybridsolve.problems.petsc import grid_system
+
+        shape = (self.n - 1, self.n - 1)
+        rhs = np.full(shape, self.opts["source"])
+        A, b, canon, coords = grid_system(comm, shape, rhs, coef=params)
+        return LinearSystem(A=A, b=b, params=params, meta={"discretization": "5-point grid"},
+                            canonical=canon, local_coordinates=coords)
+
+    def make_model(self, comm):
+        from hybridsolve.problems import fem
+
+        import dolfinx
+
+        mesh = fem.unit_square(comm, self.n)
+        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+        kappa = dolfinx.fem.Function(V)
+        f = dolfinx.fem.Constant(mesh, float(self.opts["source"]))
+        problem = fem.P1Problem(mesh, V=V, kappa=kappa, source=f)
+        # kappa lives in its own P1 space on the same mesh: same dof layout as problem.V
+        return SimpleNamespace(problem=problem, kappa=kappa)
+
+    def set_coefficients(self, model, params):
+        nodes = np.linspace(0.0, 1.0, self.n + 1)
+        interp = RegularGridInterpolator((nodes, nodes), params)
+        x = model.kappa.function_space.tabulate_dof_coordinates()
+        model.kappa.x.array[:] = interp(np.clip(x[:, :2], 0.0, 1.0))

@@ -1,0 +1,169 @@
+"""DOLFINx side of the problem families: meshes and a P1 scalar elliptic model.
+
+The weak form is ``(kappa grad u, grad v) + (c u, v) = (f, v) + sum_i (q_i, v)_{Gamma_i}`` with
+``u = g`` on the Dirichlet facets. Coefficients are DOLFINx ``Function``/``Constant`` objects, so
+the forms compile once per family and only their values change along a sequence.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order: MPI, dolfinx_solver, PETSc)
+
+import dolfinx  # noqa: E402
+import dolfinx.fem.petsc  # noqa: E402
+import ufl  # noqa: E402
+
+__all__ = ["unit_square", "gmsh_domain", "P1Problem", "GMSH_DOMAINS"]
+
+
+def unit_square(comm: MPI.Comm, n: int) -> dolfinx.mesh.Mesh:
+    """An ``n x n`` right-diagonal triangle mesh of the unit square."""
+    return dolfinx.mesh.create_unit_square(comm, n, n, dolfinx.mesh.CellType.triangle)
+
+
+def _lshape_hole(gmsh, h: float) -> None:
+    occ = gmsh.model.occ
+    sq = occ.addRectangle(0, 0, 0, 1, 1)
+    corner = occ.addRectangle(0.5, 0.5, 0, 0.5, 0.5)
+    hole = occ.addDisk(0.3, 0.3, 0, 0.12, 0.12)
+    occ.cut([(2, sq)], [(2, corner), (2, hole)])
+
+
+def _slot(gmsh, h: float) -> None:
+    occ = gmsh.model.occ
+    rect = occ.addRectangle(0, 0, 0, 2, 1)
+    slot = occ.addRectangle(0.95, 0.4, 0, 0.1, 0.6)
+    occ.cut([(2, rect)], [(2, slot)])
+
+
+GMSH_DOMAINS: dict[str, Callable] = {"lshape_hole": _lshape_hole, "slot": _slot}
+
+
+def gmsh_domain(comm: MPI.Comm, kind: str, n: int) -> dolfinx.mesh.Mesh:
+    """A triangle mesh of a named 2-D gmsh domain with mesh size ``1 / n``.
+
+    Built on rank 0 only (single-threaded, so the same mesh whatever the number of ranks) and
+    distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole)
+    and ``slot`` (a 2 x 1 rectangle with a slot cut from the top edge).
+    """
+    import gmsh
+    from dolfinx.io import gmsh as dgmsh
+
+    if comm.rank == 0:
+        if not gmsh.isInitialized():
+            gmsh.initialize(interruptible=False)
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.option.setNumber("General.NumThreads", 1)
+        gmsh.model.add(f"hybridsolve_{kind}")
+        GMSH_DOMAINS[kind](gmsh, 1.0 / n)
+        gmsh.model.occ.synchronize()
+        surfaces = [tag for _, tag in gmsh.model.getEntities(2)]
+        gmsh.model.addPhysicalGroup(2, surfaces, 1)
+        curves = [tag for _, tag in gmsh.model.getEntities(1)]
+        gmsh.model.addPhysicalGroup(1, curves, 1)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 1.0 / n)
+        gmsh.option.setNumber("Mesh.CharacteristicLengthMin", 0.5 / n)
+        gmsh.option.setNumber("Mesh.Algorithm", 6)
+        gmsh.model.mesh.generate(2)
+    try:
+        data = dgmsh.model_to_mesh(gmsh.model, comm, 0, gdim=2)
+    finally:
+        if comm.rank == 0:
+            gmsh.model.remove()
+    return data.mesh
+
+
+class P1Problem:
+    """Continuous P1 on ``mesh`` for ``(kappa grad u, grad v) + (c u, v) = (f, v) + Neumann``.
+
+    Args:
+        mesh: a DOLFINx mesh (degree-1 geometry).
+        V: the P1 space on ``mesh`` the coefficients were created in (created when ``None``).
+        kappa, reaction, source: UFL expressions (``Function``, ``Constant``, expressions in
+            ``ufl.SpatialCoordinate``); ``None`` means 1, 0 and 0.
+        dirichlet: locally owned-or-ghost facet indices with ``u = g``; default every
+            boundary facet.
+        g: the Dirichlet value as a ``Function`` in :attr:`V` (or ``None`` for zero).
+        neumann: ``{tag: flux}`` fluxes on facets of ``facet_tags``.
+        facet_tags: ``MeshTags`` of the boundary facets used by ``neumann``.
+    """
+
+    def __init__(self, mesh, *, V=None, kappa: Any = None, reaction: Any = None, source: Any = None,
+                 dirichlet: np.ndarray | None = None, g: Any = None,
+                 neumann: dict[int, Any] | None = None, facet_tags=None) -> None:
+        self.mesh = mesh
+        self.V = V if V is not None else dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+        V = self.V
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+        k = 1.0 if kappa is None else kappa
+        a = k * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
+        if reaction is not None:
+            a += reaction * u * v * ufl.dx
+        zero = dolfinx.fem.Constant(mesh, PETSc.ScalarType(0.0))
+        L = (zero if source is None else source) * v * ufl.dx
+        if neumann:
+            ds = ufl.Measure("ds", domain=mesh, subdomain_data=facet_tags)
+            for tag, q in neumann.items():
+                L += q * v * ds(tag)
+        tdim = mesh.topology.dim
+        mesh.topology.create_connectivity(tdim - 1, tdim)
+        if dirichlet is None:
+            dirichlet = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+        dofs = dolfinx.fem.locate_dofs_topological(V, tdim - 1, dirichlet)
+        if g is None:
+            g = dolfinx.fem.Function(V)
+        self.g = g
+        self.bcs = [dolfinx.fem.dirichletbc(g, dofs)]
+        self.a = dolfinx.fem.form(a)
+        self.L = dolfinx.fem.form(L)
+        self._ordering()
+
+    def _ordering(self) -> None:
+        """Canonical numbering of the owned dofs: the mesh's original (input) vertex indices."""
+        V, mesh = self.V, self.mesh
+        imap = V.dofmap.index_map
+        nloc = imap.size_local + imap.num_ghosts
+        dof_to_node = np.empty(nloc, dtype=np.int64)
+        dof_to_node[V.dofmap.list.reshape(-1)] = mesh.geometry.dofmap.reshape(-1)
+        inputs = np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)
+        self.canonical = inputs[dof_to_node[: imap.size_local]]
+        self.dof_coordinates = V.tabulate_dof_coordinates()  # owned + ghost
+        self.local_coordinates = self.dof_coordinates[: imap.size_local, : mesh.geometry.dim].copy()
+        self.size = imap.size_global
+
+    def function(self, values: Callable[[np.ndarray], np.ndarray] | None = None):
+        """A P1 ``Function`` set pointwise at the dof coordinates (owned and ghost) by ``values``."""
+        f = dolfinx.fem.Function(self.V)
+        if values is not None:
+            self.set_values(f, values)
+        return f
+
+    def set_values(self, f, values: Callable[[np.ndarray], np.ndarray]) -> None:
+        x = self.dof_coordinates
+        f.x.array[:] = values(x[:, 0], x[:, 1])
+
+    def assemble(self):
+        """Assemble ``(A, b)`` with the current coefficient values (new PETSc objects)."""
+        from dolfinx.fem import petsc as fp
+
+        A = fp.assemble_matrix(self.a, bcs=self.bcs)
+        A.assemble()
+        b = fp.assemble_vector(self.L)
+        fp.apply_lifting(b, [self.a], bcs=[self.bcs])
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        fp.set_bc(b, self.bcs)
+        return A, b
+
+    def error_L2(self, uh_vec, exact, degree: int = 6) -> float:
+        """``||u_h - exact||_{L2}`` for a solution vector in this space and a UFL ``exact``."""
+        uh = dolfinx.fem.Function(self.V)
+        r0, r1 = uh_vec.getOwnershipRange()
+        uh.x.array[: r1 - r0] = uh_vec.getArray(readonly=True)
+        uh.x.scatter_forward()
+        e = dolfinx.fem.form((uh - exact) ** 2 * ufl.dx(metadata={"quadrature_degree": degree}))
+        local = dolfinx.fem.assemble_scalar(e)
+        return float(np.sqrt(self.mesh.comm.allreduce(local, op=MPI.SUM)))

@@ -1,0 +1,160 @@
+"""Structured-grid families: Poisson with obstacles (2-D/3-D) and Crank–Nicolson heat stepping."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybridsolve.errors import InputError
+from hybridsolve.problems.base import FamilyOption, LinearSystem, ProblemFamily, register
+from hybridsolve.problems.fields import fourier_field, random_obstacles
+
+
+@register
+class GridPoisson(ProblemFamily):
+    """``-Laplace(u) = f`` on an ``n^dim`` grid (5-point in 2-D, 7-point in 3-D), ``u = 0`` outside.
+
+    Optional interior obstacles: solid cells are decoupled identity rows with ``x = 0``, and
+    their walls carry no flux. The source is a smooth random sine series, zero in the solids.
+    Parameter array ``(2, n, ..., n)``: the source and the fluid mask (1 fluid, 0 solid).
+    The problems the learned solvers (DCDM) train and run on.
+    """
+
+    name = "grid"
+    summary = "structured-grid Poisson, 5/7-point stencil, optional random solid obstacles"
+    size_doc = "unknowns per side: n^dim unknowns"
+    options = {
+        "dim": FamilyOption(2, int, "2 or 3", (2, 3)),
+        "obstacles": FamilyOption(0, int, "number of random solid boxes"),
+        "modes": FamilyOption(4, int, "sine modes per direction in the source"),
+    }
+
+    def validate_options(self) -> None:
+        if self.opts["obstacles"] < 0 or self.opts["modes"] < 1:
+            raise InputError("grid: need obstacles >= 0 and modes >= 1")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n,) * self.opts["dim"]
+
+    def param_shape(self):
+        return (2, *self.shape)
+
+    def sample_params(self, rng, index):
+        mask = random_obstacles(rng, self.shape, self.opts["obstacles"])
+        src = fourier_field(rng, self.shape, self.opts["modes"]) * mask
+        return np.stack([src, mask.astype(float)])
+
+    def check_params(self, params):
+        params = super().check_params(params)
+        if not np.all((params[1] == 0) | (params[1] == 1)):
+            raise InputError("grid: the mask (params[1]) must hold only 0 (solid) and 1 (fluid)")
+        return params
+
+    def build(self, params, comm, index, previous=None) -> LinearSystem:
+        from hybridsolve.problems.petsc import grid_system
+
+        mask = params[1].astype(bool)
+        A, b, canon, coords = grid_system(comm, self.shape, params[0] * mask, mask=mask)
+        return LinearSystem(A=A, b=b, params=params,
+                            meta={"discretization": f"{2 * self.opts['dim'] + 1}-point grid",
+                                  "solid_cells": int(np.count_nonzero(~mask))},
+                            canonical=canon, local_coordinates=coords)
+
+
+def heat_kappa(t: float) -> float:
+    """The diffusion coefficient of the bandit-SOR heat experiment: ``max(0.1 s, -10 s)``, ``s = sin 2 pi t``."""
+    s = np.sin(2 * np.pi * t)
+    return float(max(0.1 * s, -10.0 * s))
+
+
+@register
+class Heat(ProblemFamily):
+    """2-D heat equation ``u_t = kappa(t) Laplace(u) + f(x, t)``, Crank–Nicolson, one system per step.
+
+    5-point Laplacian ``L`` on ``n^2`` interior points of the unit square, ``u = 0`` on the
+    boundary. Step ``i`` solves ``(I + dt/2 kappa_{i+1} L) u_{i+1} = (I - dt/2 kappa_i L) u_i +
+    dt f(t_{i+1/2})`` with ``kappa(t) = max(0.1 sin 2 pi t, -10 sin 2 pi t)`` and ``f`` a Gaussian
+    bump circling the centre. The initial state is a smooth random field from the seed.
+    Sequential: system ``i > 0`` needs the solution of system ``i - 1`` (``previous``), which is
+    also its recommended initial guess (warm start). Parameter array ``[t_{i+1}, kappa_{i+1}]``.
+    """
+
+    name = "heat"
+    summary = "2-D heat equation, Crank-Nicolson, time-varying diffusion; sequential, warm-started"
+    size_doc = "interior points per side: n^2 unknowns"
+    sequential = True
+    options = {
+        "dt": FamilyOption(1e-3, float, "time step"),
+        "amplitude": FamilyOption(10.0, float, "forcing amplitude"),
+        "width": FamilyOption(0.1, float, "forcing bump width"),
+    }
+
+    def validate_options(self) -> None:
+        if not self.opts["dt"] > 0 or not self.opts["width"] > 0:
+            raise InputError("heat: need dt > 0 and width > 0")
+
+    @property
+    def shape(self):
+        return (self.n, self.n)
+
+    def param_shape(self):
+        return (2,)
+
+    def sample_params(self, rng, index):
+        t = (index + 1) * self.opts["dt"]
+        return np.array([t, heat_kappa(t)])
+
+    def phase(self) -> float:
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**32 - 1, 2**32 - 1]))
+        return float(rng.uniform(0, 2 * np.pi))
+
+    def initial_state(self) -> np.ndarray:
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**32 - 1, 2**32 - 2]))
+        return fourier_field(rng, self.shape, 3)
+
+    def forcing(self, t: float) -> np.ndarray:
+        n = self.n
+        x = np.arange(1, n + 1) / (n + 1)
+        X, Y = np.meshgrid(x, x, indexing="ij")
+        ph = 2 * np.pi * t + self.phase()
+        cx, cy = 0.5 + 0.25 * np.cos(ph), 0.5 + 0.25 * np.sin(ph)
+        w = self.opts["width"]
+        return self.opts["amplitude"] * np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / (2 * w * w))
+
+    def build(self, params, comm, index, previous=None) -> LinearSystem:
+        from hybridsolve.problems.petsc import grid_system, ownership_range, vec_from_local
+
+        dt = self.opts["dt"]
+        t_next, k_next = params
+        t_prev = t_next - dt
+        k_prev = heat_kappa(t_prev)
+        N = self.n * self.n
+        r0, r1 = ownership_range(comm, N)
+        if previous is None:
+            if index not in (0, None):
+                raise InputError(f"heat is sequential: system {index} needs previous=<solution of "
+                                 f"system {index - 1}>")
+            previous = vec_from_local(comm, N, self.initial_state().reshape(-1)[r0:r1])
+            own_prev = True
+        else:
+            if previous.getSize() != N:
+                raise InputError(f"heat: previous solution has size {previous.getSize()}, expected {N}")
+            own_prev = False
+        f = self.forcing(t_prev + 0.5 * dt)
+        # L (the Laplacian, fixed) and A = I + dt/2 k L: the stencil with a scaled coefficient
+        L, _, canon, coords = grid_system(comm, self.shape, np.zeros(self.shape))
+        A = L.copy()
+        A.scale(0.5 * dt * k_next)
+        A.shift(1.0)
+        b = previous.duplicate()
+        L.mult(previous, b)                          # b = L u
+        b.aypx(-0.5 * dt * k_prev, previous)         # b = u - dt/2 k L u
+        b.getArray()[:] += dt * f.reshape(-1)[r0:r1]
+        x0 = previous.copy()
+        L.destroy()
+        if own_prev:
+            previous.destroy()
+        return LinearSystem(A=A, b=b, params=params, x0=x0,
+                            meta={"discretization": "5-point grid, Crank-Nicolson", "t": float(t_next),
+                                  "dt": dt, "kappa": float(k_next)},
+                            canonical=canon, local_coordinates=coords)
