@@ -128,7 +128,7 @@ class P1Problem:
         imap = V.dofmap.index_map
         nloc = imap.size_local + imap.num_ghosts
         dof_to_node = np.empty(nloc, dtype=np.int64)
-        dof_to_node[V.dofmap.list.reshape(-1)] = mesh.geometry.dofmap.reshape(-1)
+        dof_to_node[V.dofmap.list.reshape(-1)] = mesh.geometry.dofmaps[0].reshape(-1)
         inputs = np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)
         self.canonical = inputs[dof_to_node[: imap.size_local]]
         self.dof_coordinates = V.tabulate_dof_coordinates()  # owned + ghost

@@ -1,0 +1,3 @@
+from hybridsolve.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``hybridsolve`` command line (``hybridsolve ...`` or ``python -m hybridsolve ...``)."""

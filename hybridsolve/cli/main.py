@@ -1,0 +1,230 @@
+"""``hybridsolve`` subcommands. Arguments the CLI does not know are PETSc options.
+
+Run under MPI as ``mpiexec -n 4 hybridsolve solve --family darcy --n 128 --count 10
+-ksp_monitor -pc_type gamg``. An error on any rank ends the whole job with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from hybridsolve.errors import InputError
+
+
+def _family_opts(pairs: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise InputError(f"--opt expects key=value, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hybridsolve", add_help=False, allow_abbrev=False,
+        description="Solver-in-the-loop scientific computing on PETSc/DOLFINx. Arguments not "
+                    "listed here are passed to PETSc (e.g. -ksp_monitor -pc_type gamg).")
+    p.add_argument("--help", action="help", help="show this help and exit")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_, add_help=False,
+                            allow_abbrev=False)
+        sp.add_argument("--help", action="help", help="show this help and exit")
+        return sp
+
+    add("problems", "list the problem families and their options")
+
+    s = add("solve", "solve a sequence of systems of a family with PETSc (options from the command line)")
+    s.add_argument("--family", required=True, help="family name (see 'hybridsolve problems')")
+    s.add_argument("--n", type=int, required=True, help="size parameter of the family")
+    s.add_argument("--count", type=int, default=1, help="number of systems (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="family option, repeatable (e.g. --opt discretization=grid)")
+    s.add_argument("--params", type=Path, help=".npy file of parameter arrays, shape (count, ...)")
+    s.add_argument("--prefix", default="", help="PETSc options prefix of the solver")
+    s.add_argument("--rtol", type=float, help="relative tolerance (default PETSc's, 1e-5)")
+    s.add_argument("--json", type=Path, help="write the results as JSON")
+    s.add_argument("--plot", type=Path, help="write a convergence plot (PNG)")
+    s.add_argument("--strict-options", action="store_true",
+                   help="an unused (misspelt) PETSc option is an error, not a warning")
+
+    d = add("demo", "the main job on an embedded default: a Darcy sequence with CG+GAMG")
+    d.add_argument("--n", type=int, default=64, help="cells per side (default 64)")
+    d.add_argument("--count", type=int, default=8, help="systems (default 8)")
+    d.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
+    return p
+
+
+def cmd_problems(args: argparse.Namespace) -> int:
+    from hybridsolve.parallel import print0
+    from hybridsolve.problems import FAMILIES
+
+    for name, cls in sorted(FAMILIES.items()):
+        kind = ("SPD" if cls.symmetric and cls.definite else
+                "symmetric indefinite" if cls.symmetric else "nonsymmetric")
+        seq = ", sequential" if cls.sequential else ""
+        print0(f"{name:10s} {cls.summary}")
+        print0(f"{'':10s} n: {cls.size_doc}; {kind}{seq}")
+        for k, o in cls.options.items():
+            choices = f" {list(o.choices)}" if o.choices else ""
+            print0(f"{'':12s}--opt {k}={o.default!s:<8s} {o.doc}{choices}")
+    return 0
+
+
+def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
+                 params=None, strict_options: bool = False, verbose: bool = True) -> list:
+    """Solve every system of ``family`` with one reusable KSP; returns the results."""
+    from hybridsolve.options import unused_options
+    from hybridsolve.parallel import print0
+    from hybridsolve.solvers.petsc import KrylovSolver
+
+    solver = None
+    results = []
+    previous = None
+    if verbose:
+        print0(f"{'system':>6s} {'size':>9s} {'its':>5s} {'reason':>22s} {'true rel res':>12s} "
+               f"{'time [s]':>9s}", comm=comm)
+    for i in range(family.count):
+        if params is not None:
+            system = family.system_from_params(params[i], comm, index=i, previous=previous)
+        else:
+            system = family.system(i, comm, previous=previous)
+        if solver is None:
+            solver = KrylovSolver(comm, prefix=prefix, options=system.default_options, rtol=rtol)
+        res = solver.solve(system.A, system.b, system.x0)
+        res.info["params_index"] = i
+        if i == 0:
+            left = unused_options()
+            if left:
+                msg = f"PETSc option(s) set but never used: {' '.join(left)} (misspelt? wrong prefix?)"
+                if strict_options:
+                    raise InputError(msg)
+                print0(f"hybridsolve: warning: {msg}", comm=comm, file=sys.stderr)
+        if verbose:
+            print0(f"{i:6d} {system.size:9d} {res.iterations:5d} {res.reason_name:>22s} "
+                   f"{res.true_residual:12.3e} {res.time:9.4f}", comm=comm)
+        if previous is not None:
+            previous.destroy()
+        previous = res.x if family.sequential else None
+        if not family.sequential:
+            res.x.destroy()
+            res.x = None
+        results.append(res)
+        system.destroy()
+    if previous is not None:
+        previous.destroy()
+    if solver is not None:
+        solver.destroy()
+    return results
+
+
+def _summary(results: list, comm) -> None:
+    from hybridsolve.parallel import print0
+
+    if not results:
+        print0("no systems solved", comm=comm)
+        return
+    its = [r.iterations for r in results]
+    bad = [i for i, r in enumerate(results) if not r.converged]
+    print0(f"{len(results)} systems, {results[0].method}, residual norm: {results[0].residual_norm}; "
+           f"iterations mean {sum(its) / len(its):.1f} (min {min(its)}, max {max(its)}); "
+           f"total solve time {sum(r.time for r in results):.3f} s", comm=comm)
+    if bad:
+        print0(f"hybridsolve: warning: {len(bad)} system(s) did not converge: {bad[:10]}",
+               comm=comm, file=sys.stderr)
+
+
+def cmd_solve(args: argparse.Namespace, comm) -> int:
+    import numpy as np
+
+    from hybridsolve.parallel import print0
+    from hybridsolve.problems import get_family
+
+    family = get_family(args.family, args.n, args.count, args.seed, **_family_opts(args.opt))
+    params = None
+    if args.params is not None:
+        try:
+            params = np.load(args.params, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise InputError(f"cannot read parameter file {args.params}: {err}") from None
+        if params.ndim < 1 or params.shape[0] < family.count:
+            raise InputError(f"{args.params}: holds {params.shape[0] if params.ndim else 0} "
+                             f"parameter arrays, --count asks for {family.count}")
+        for i in range(family.count):
+            family.check_params(params[i])
+    from hybridsolve.stack import describe
+
+    print0(f"hybridsolve solve: {family!r} on {comm.size} rank(s); {describe()}", comm=comm)
+    results = run_sequence(family, comm, prefix=args.prefix, rtol=args.rtol, params=params,
+                           strict_options=args.strict_options)
+    _summary(results, comm)
+    if comm.rank == 0 and args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"family": family.describe(), "n": family.n,
+                                         "seed": family.seed, "ranks": comm.size,
+                                         "results": [r.to_dict() for r in results]}, indent=1))
+    if comm.rank == 0 and args.plot:
+        from hybridsolve.plotting import plot_convergence
+
+        plot_convergence(results, args.plot, title=f"{family.name}, n={family.n}")
+        print0(f"wrote {args.plot}", comm=comm)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, comm) -> int:
+    from hybridsolve.parallel import print0
+    from hybridsolve.problems import get_family
+    from hybridsolve.stack import describe
+
+    family = get_family("darcy", args.n, args.count, seed=0)
+    print0(f"hybridsolve demo: Darcy flow, a = exp(GRF), P1 FEM on a {args.n}x{args.n} mesh, "
+           f"{args.count} systems, PETSc CG+GAMG to rtol 1e-8, {comm.size} rank(s)", comm=comm)
+    print0(f"stack: {describe()}", comm=comm)
+    results = run_sequence(family, comm, prefix="demo_", rtol=1e-8)
+    _summary(results, comm)
+    if comm.rank == 0:
+        from hybridsolve.plotting import plot_convergence
+
+        png = plot_convergence(results, args.out / "demo_convergence.png",
+                               title=f"Darcy P1, n={args.n}: CG+GAMG on {comm.size} rank(s)")
+        print0(f"wrote {png}", comm=comm)
+    if not all(r.converged and r.true_residual < 1e-6 for r in results):
+        raise RuntimeError("demo: a system did not converge to the requested tolerance")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, petsc_args = _parser().parse_known_args(argv)
+    from hybridsolve import stack
+
+    from hybridsolve.parallel import run_collective_main
+
+    comm = stack.MPI.COMM_WORLD
+
+    def body() -> int:
+        from hybridsolve.options import parse_args
+
+        parse_args(petsc_args)  # fails clearly on stray tokens
+        stack.init(petsc_args)
+        if args.command == "problems":
+            return cmd_problems(args)
+        if args.command == "solve":
+            return cmd_solve(args, comm)
+        if args.command == "demo":
+            return cmd_demo(args, comm)
+        raise InputError(f"unknown command {args.command}")  # pragma: no cover
+
+    return run_collective_main(body, comm)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

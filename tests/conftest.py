@@ -1,0 +1,55 @@
+"""Shared fixtures. The suite runs serially and again under ``mpiexec -n 2``."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order first)
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def pytest_configure(config):
+    if MPI.COMM_WORLD.rank > 0:  # one readable report: rank 0's (failures still show)
+        config.option.verbose = -2
+
+
+@pytest.fixture
+def comm():
+    return MPI.COMM_WORLD
+
+
+@pytest.fixture(autouse=True)
+def _collect_petsc_objects():
+    """PETSc/DOLFINx destructors can be collective: collect and synchronise after each test."""
+    yield
+    gc.collect()
+    MPI.COMM_WORLD.Barrier()
+
+
+def assert_all(comm, cond: bool, msg: str = "") -> None:
+    """A collective assertion: every rank fails if any rank's condition is false (no hang)."""
+    ok = comm.allreduce(bool(cond), op=MPI.LAND)
+    assert ok, f"{msg} (failed on at least one rank)"
+
+
+def run_cli(args, np_: int = 1, timeout: float = 240, env_extra=None):
+    """Run ``hybridsolve`` (under ``mpiexec -n np_`` when np_ > 1) and return the CompletedProcess."""
+    cmd = [str(BIN / "python"), "-m", "hybridsolve", *args]
+    if np_ > 1:
+        cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.update(env_extra or {})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def relative(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
