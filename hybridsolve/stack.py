@@ -52,7 +52,8 @@ def init(argv: Sequence[str] | None = None) -> Any:
                 "hybridsolve needs petsc4py: install the wheel stack with "
                 "'pip install hybridsolve[stack]' or load your site's PETSc module"
             ) from err
-        petsc4py.init([sys.argv[0] if sys.argv and sys.argv[0] else "hybridsolve", *argv])
+        prog = sys.argv[0] if sys.argv and sys.argv[0] and not sys.argv[0].startswith("-") else "hybridsolve"
+        petsc4py.init([prog, *argv])
         from petsc4py import PETSc
 
         _petsc = PETSc
@@ -76,7 +77,7 @@ def describe() -> str:
     """One line naming the versions of the stack in use."""
     PETSc = init()
     ver = ".".join(str(v) for v in PETSc.Sys.getVersion())
-    parts = [f"PETSc {ver}", f"MPI {MPI.Get_library_version().splitlines()[0].strip()}"]
+    parts = [f"PETSc {ver}", " ".join(MPI.Get_library_version().split()[:3])]
     if have_dolfinx():
         import dolfinx
 

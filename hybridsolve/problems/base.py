@@ -154,7 +154,8 @@ class ProblemFamily(abc.ABC):
     @property
     def default_options(self) -> dict:
         if self.symmetric and self.definite:
-            return {"ksp_type": "cg", "pc_type": "gamg"}
+            # unpreconditioned norm: the tolerance is on ||b - A x|| / ||b||, as users read it
+            return {"ksp_type": "cg", "pc_type": "gamg", "ksp_norm_type": "unpreconditioned"}
         return {"ksp_type": "gmres"}
 
     # -- shared --------------------------------------------------------------------------

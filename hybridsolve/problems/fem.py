@@ -50,7 +50,12 @@ def gmsh_domain(comm: MPI.Comm, kind: str, n: int) -> dolfinx.mesh.Mesh:
     distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole)
     and ``slot`` (a 2 x 1 rectangle with a slot cut from the top edge).
     """
-    import gmsh
+    try:
+        import gmsh
+    except (ImportError, OSError) as err:  # the wheel needs libGLU/libXrender etc. from the OS
+        from hybridsolve.errors import InputError
+
+        raise InputError(f"domain {kind!r} needs gmsh, which failed to load: {err}") from None
     from dolfinx.io import gmsh as dgmsh
 
     if comm.rank == 0:

@@ -48,7 +48,7 @@ class SolveResult:
         """One line: method, iterations, reason, true residual, time."""
         return (
             f"{self.method}: {self.iterations} its, {self.reason_name}, "
-            f"true rel. residual {self.true_residual:.3e}, {self.time:.3f} s"
+            f"true rel. residual {self.true_residual:.3e}, {self.time:.3g} s"
         )
 
     def to_dict(self) -> dict:

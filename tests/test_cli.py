@@ -1,0 +1,154 @@
+"""The command line under mpiexec, bad input, and ending a job cleanly when one rank fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import BIN, ROOT, run_cli
+
+pytestmark = pytest.mark.serial  # each test starts its own (MPI) processes
+
+
+def test_problems_lists_every_family():
+    p = run_cli(["problems"])
+    assert p.returncode == 0, p.stderr
+    for name in ("darcy", "poisson", "thermal", "helmholtz", "heat", "grid"):
+        assert f"\n{name}" in "\n" + p.stdout
+
+
+def test_solve_under_mpiexec_with_petsc_options(tmp_path):
+    out = tmp_path / "r.json"
+    png = tmp_path / "conv.png"
+    p = run_cli(["solve", "--family", "darcy", "--n", "24", "--count", "3", "--rtol", "1e-9",
+                 "--json", str(out), "--plot", str(png), "-ksp_monitor", "-ksp_converged_reason",
+                 "-pc_type", "jacobi"], np_=2)
+    assert p.returncode == 0, p.stderr
+    assert "CONVERGED_RTOL" in p.stdout and "KSP Residual norm" in p.stdout
+    data = json.loads(out.read_text())
+    assert data["ranks"] == 2 and len(data["results"]) == 3
+    for r in data["results"]:
+        assert r["method"] == "cg+jacobi" and r["residual_norm"] == "unpreconditioned"
+        assert r["true_residual"] < 1e-8 and r["iterations"] == len(r["residual_history"]) - 1
+    assert png.stat().st_size > 1000
+
+
+def test_prefix_and_sequential_family(tmp_path):
+    out = tmp_path / "r.json"
+    p = run_cli(["solve", "--family", "heat", "--n", "20", "--count", "4", "--prefix", "h_",
+                 "--json", str(out), "-h_ksp_type", "gmres", "-h_pc_type", "sor"], np_=2)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())["results"]
+    assert all(r["method"] == "gmres+sor" and r["reason"] > 0 for r in res)
+
+
+def test_same_answer_on_one_and_two_ranks(tmp_path):
+    runs = []
+    for np_ in (1, 2):
+        out = tmp_path / f"r{np_}.json"
+        p = run_cli(["solve", "--family", "poisson", "--n", "16", "--count", "2", "--json", str(out),
+                     "-ksp_type", "cg", "-pc_type", "jacobi", "-ksp_rtol", "1e-10"], np_=np_)
+        assert p.returncode == 0, p.stderr
+        runs.append(json.loads(out.read_text())["results"])
+    for a, b in zip(*runs):
+        assert abs(a["iterations"] - b["iterations"]) <= 1
+        assert a["reason_name"] == b["reason_name"] == "CONVERGED_RTOL"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--family", "nosuch", "--n", "8"], "unknown problem family 'nosuch'"),
+    (["--family", "darcy", "--n", "0"], "size n must be at least"),
+    (["--family", "darcy", "--n", "-4"], "size n must be at least"),
+    (["--family", "darcy", "--n", "8", "--count", "-1"], "count must be non-negative"),
+    (["--family", "darcy", "--n", "8", "--opt", "colour=red"], "unknown option"),
+    (["--family", "darcy", "--n", "8", "stray"], "unexpected argument 'stray'"),
+])
+def test_bad_input_is_a_clear_error_on_every_rank_without_hang(args, message):
+    p = run_cli(["solve", *args], np_=2, timeout=120)
+    assert p.returncode != 0
+    assert message in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_nan_in_parameter_file(tmp_path):
+    params = np.ones((2, 9, 9))
+    params[1, 2, 2] = np.nan
+    f = tmp_path / "p.npy"
+    np.save(f, params)
+    p = run_cli(["solve", "--family", "darcy", "--n", "8", "--count", "2", "--params", str(f)],
+                np_=2, timeout=120)
+    assert p.returncode != 0 and "NaN" in p.stderr, p.stderr
+    np.save(f, np.ones((2, 9, 9)))
+    p = run_cli(["solve", "--family", "darcy", "--n", "8", "--count", "2", "--params", str(f)], np_=2)
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "bad.npy").write_bytes(b"not a numpy file")
+    p = run_cli(["solve", "--family", "darcy", "--n", "8", "--params", str(tmp_path / "bad.npy")])
+    assert p.returncode != 0 and "cannot read parameter file" in p.stderr
+
+
+def test_unknown_petsc_option_warns_or_fails_when_strict():
+    args = ["solve", "--family", "grid", "--n", "8", "-ksp_tyep", "cg"]
+    p = run_cli(args, np_=2)
+    assert p.returncode == 0
+    assert "never used: -ksp_tyep" in p.stderr
+    p = run_cli([*args, "--strict-options"], np_=2, timeout=120)
+    assert p.returncode != 0 and "never used: -ksp_tyep" in p.stderr
+
+
+def test_demo_runs_and_writes_its_plot(tmp_path):
+    p = run_cli(["demo", "--n", "16", "--count", "2", "--out", str(tmp_path)], np_=2)
+    assert p.returncode == 0, p.stderr
+    assert "CONVERGED" in p.stdout and (tmp_path / "demo_convergence.png").exists()
+
+
+def test_failure_on_one_rank_ends_the_whole_job(tmp_path):
+    """Rank 1 raises while rank 0 waits in a collective: the job must end, with the message."""
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent("""
+        from hybridsolve.stack import MPI
+        from hybridsolve.parallel import run_collective_main
+
+        def main():
+            comm = MPI.COMM_WORLD
+            if comm.rank == 1:
+                raise RuntimeError("model file is corrupt on rank 1")
+            comm.Barrier()   # rank 0 would wait here forever
+            return 0
+
+        raise SystemExit(run_collective_main(main))
+    """))
+    p = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(script)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode != 0
+    assert "model file is corrupt on rank 1" in p.stderr and "rank 1 of 2" in p.stderr
+
+
+def test_driver_abort_hook_ends_the_whole_job(tmp_path):
+    script = tmp_path / "drv.py"
+    script.write_text(textwrap.dedent("""
+        from hybridsolve.stack import MPI
+        from hybridsolve.parallel import install_abort_hook
+        install_abort_hook()
+        if MPI.COMM_WORLD.rank == 0:
+            raise ValueError("bad input on rank 0")
+        MPI.COMM_WORLD.Barrier()
+    """))
+    p = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(script)],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert p.returncode != 0 and "bad input on rank 0" in p.stderr
+
+
+@pytest.mark.parametrize("script,args", [
+    ("driver.py", ["--family", "heat", "--n", "16", "--count", "3", "-drv_ksp_converged_reason"]),
+    ("dolfinx_poisson.py", ["-pois_ksp_converged_reason"]),
+])
+def test_examples_run_under_mpiexec(script, args):
+    p = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(ROOT / "examples" / script),
+                        *args], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert "CONVERGED_RTOL" in p.stdout
