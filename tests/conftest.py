@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
+# The GPU twins run on numba's CUDA simulator unless a real GPU run asks otherwise
+# (NUMBA_ENABLE_CUDASIM=0); it must be set before numba is imported.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order first)
 

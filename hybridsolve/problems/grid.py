@@ -6,6 +6,14 @@ field, when given, lives on the padded grid (``n + 2`` points per axis, boundary
 coefficient on the face between two points is their arithmetic mean. A fluid mask marks solid
 cells: a solid cell's row is the identity (decoupled, ``x = 0`` there) and faces between fluid and
 solid carry no flux (homogeneous Neumann on obstacle walls).
+
+The operator is defined once, by its *face coefficients* (:func:`face_coefficients`); the
+assembled CSR rows (:func:`stencil_rows`) and the matrix-free kernels (``hybridsolve.kernels``)
+both read them, so the two are the same operator by construction:
+
+    (A x)_p = d_p x_p - sum_faces w_f x_neighbour,   d_p = sum_faces w_f + shift  (1 if the sum is 0)
+
+A point whose face coefficients are all zero (a solid cell) gets the identity row.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["stencil_rows", "stencil_csr", "grid_points"]
+__all__ = ["face_coefficients", "stencil_rows", "stencil_csr", "grid_points"]
 
 
 def grid_points(shape: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
@@ -22,51 +30,77 @@ def grid_points(shape: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
     return np.stack([(m + 1.0) / (s + 1.0) for m, s in zip(multi, shape)], axis=1)
 
 
-def stencil_rows(shape: tuple[int, ...], rows: np.ndarray, coef: np.ndarray | None = None,
-                 mask: np.ndarray | None = None, scale: float | None = None,
-                 shift: float = 0.0):
-    """COO triplets (row, col, value) of ``-div(coef grad) - shift`` for the flat ``rows``.
+def face_coefficients(shape: tuple[int, ...], coef: np.ndarray | None = None,
+                      mask: np.ndarray | None = None, scale: float | None = None) -> list[np.ndarray]:
+    """Face coefficients ``w[ax]`` of the stencil, one array per axis.
+
+    ``w[ax]`` has ``shape[ax] + 1`` entries along ``ax``: entry ``p`` is the face between points
+    ``p - 1`` and ``p`` (``p = 0`` and ``p = n`` are the Dirichlet boundary faces). Faces touching
+    a solid cell are zero.
 
     Args:
         shape: unknowns per axis (2 or 3 axes).
-        rows: flat indices of the rows to build.
         coef: coefficient on the padded grid (``n + 2`` per axis) or ``None`` for 1.
-        mask: fluid mask of ``shape`` (True = fluid) or ``None`` for no obstacles.
-        scale: factor on the stencil, default ``1 / h^2`` with ``h = 1 / (n_0 + 1)``.
-        shift: subtracted from the diagonal of fluid rows (a reaction/Helmholtz term).
+        mask: fluid mask of ``shape`` (True = fluid) or ``None``.
+        scale: factor on every face, default ``1 / h^2`` with ``h = 1 / (n_0 + 1)``.
     """
-    dim = len(shape)
     shape = tuple(int(s) for s in shape)
+    dim = len(shape)
     if scale is None:
         scale = float(shape[0] + 1) ** 2
+    if coef is None:
+        padded = np.ones(tuple(s + 2 for s in shape))
+    else:
+        padded = np.asarray(coef, dtype=float)
+        if padded.shape != tuple(s + 2 for s in shape):
+            raise ValueError(f"coefficient shape {padded.shape} != padded grid "
+                             f"{tuple(s + 2 for s in shape)}")
+    fluid_p = None
+    if mask is not None:
+        fluid_p = np.ones(tuple(s + 2 for s in shape), dtype=bool)  # outside counts as fluid
+        fluid_p[tuple(slice(1, -1) for _ in shape)] = mask
+    faces = []
+    for ax in range(dim):
+        # faces along ax: between padded indices p and p+1, p = 0..n; other axes interior
+        lo = [slice(1, -1)] * dim
+        hi = [slice(1, -1)] * dim
+        lo[ax] = slice(0, -1)
+        hi[ax] = slice(1, None)
+        w = scale * 0.5 * (padded[tuple(lo)] + padded[tuple(hi)])
+        if fluid_p is not None:
+            w = w * (fluid_p[tuple(lo)] & fluid_p[tuple(hi)])
+        faces.append(np.ascontiguousarray(w))
+    return faces
+
+
+def stencil_rows(shape: tuple[int, ...], rows: np.ndarray, faces: list[np.ndarray] | None = None,
+                 shift: float = 0.0, **face_kw):
+    """COO triplets (row, col, value) of the stencil operator for the flat ``rows``.
+
+    ``faces`` from :func:`face_coefficients` (built from ``face_kw`` when ``None``); ``shift`` is
+    added to the diagonal of non-solid rows.
+    """
+    shape = tuple(int(s) for s in shape)
+    dim = len(shape)
+    if faces is None:
+        faces = face_coefficients(shape, **face_kw)
     rows = np.asarray(rows, dtype=np.int64)
     multi = np.array(np.unravel_index(rows, shape))  # (dim, m)
-    fluid = np.ones(len(rows), bool) if mask is None else mask.reshape(-1)[rows]
-    padded = None if coef is None else np.asarray(coef, dtype=float)
-    if padded is not None and padded.shape != tuple(s + 2 for s in shape):
-        raise ValueError(f"coefficient shape {padded.shape} != padded grid {tuple(s + 2 for s in shape)}")
     diag = np.zeros(len(rows))
     out_r, out_c, out_v = [], [], []
-    cp = 1.0 if padded is None else padded[tuple(multi + 1)]
     for ax in range(dim):
-        for step in (-1, 1):
+        for step in (0, 1):  # lower face (index p), upper face (index p + 1)
+            fidx = multi.copy()
+            fidx[ax] += step
+            w = faces[ax][tuple(fidx)]
+            diag += w
             nb = multi.copy()
-            nb[ax] += step
-            cn = 1.0 if padded is None else padded[tuple(nb + 1)]
-            face = 0.5 * (cp + cn) * np.ones(len(rows)) * scale
-            inside = (nb[ax] >= 0) & (nb[ax] < shape[ax])
-            nb_flat = np.zeros(len(rows), dtype=np.int64)
-            nb_flat[inside] = np.ravel_multi_index(tuple(nb[:, inside]), shape)
-            nb_fluid = inside.copy()
-            if mask is not None:
-                nb_fluid[inside] = mask.reshape(-1)[nb_flat[inside]]
-            couple = fluid & nb_fluid
-            dirichlet = fluid & ~inside
-            diag += np.where(couple | dirichlet, face, 0.0)
-            out_r.append(rows[couple])
-            out_c.append(nb_flat[couple])
-            out_v.append(-face[couple])
-    diag = np.where(fluid, diag - shift, 1.0)
+            nb[ax] += 2 * step - 1
+            inside = (nb[ax] >= 0) & (nb[ax] < shape[ax]) & (w != 0.0)
+            out_r.append(rows[inside])
+            out_c.append(np.ravel_multi_index(tuple(nb[:, inside]), shape))
+            out_v.append(-w[inside])
+    diag = np.where(diag != 0.0, diag + shift, 1.0)
     out_r.append(rows)
     out_c.append(rows)
     out_v.append(diag)
