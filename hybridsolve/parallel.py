@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hybridsolve.errors import InputError
+from hybridsolve.errors import CollectiveError, InputError
 from hybridsolve.stack import MPI
 
 __all__ = ["print0", "allgather_array", "run_collective_main", "install_abort_hook"]
@@ -30,7 +30,7 @@ def allgather_array(comm: MPI.Comm, local: np.ndarray) -> np.ndarray:
 def _report(exc: BaseException, comm: MPI.Comm) -> None:
     where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
     msg = f"hybridsolve: error{where}: {exc}"
-    if not isinstance(exc, InputError):
+    if not isinstance(exc, CollectiveError):
         msg = "".join(traceback.format_exception(exc)) + msg
     print(msg, file=sys.stderr, flush=True)
 
@@ -38,18 +38,19 @@ def _report(exc: BaseException, comm: MPI.Comm) -> None:
 def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COMM_WORLD) -> int:
     """Run ``main`` so that an error on any rank ends the whole job with a message, never a hang.
 
-    * :class:`InputError` is raised by validation before any collective work, identically on
-      every rank: rank 0 prints the message and every rank returns exit code 2.
+    * :class:`~hybridsolve.errors.CollectiveError` (bad input, a solve that must fail loudly) is
+      raised identically on every rank: rank 0 prints the message, every rank returns exit code 2
+      (input) or 3 (solver).
     * Any other exception is printed with its rank and traceback, then ``MPI_Abort`` ends all
       ranks (a rank waiting in a collective would otherwise wait forever).
     """
     try:
         code = main()
         return int(code or 0)
-    except InputError as exc:
+    except CollectiveError as exc:
         if comm.rank == 0:
             _report(exc, comm)
-        return 2
+        return 2 if isinstance(exc, InputError) else 3
     except KeyboardInterrupt:
         if comm.size > 1:
             comm.Abort(130)
@@ -74,3 +75,29 @@ def install_abort_hook() -> None:
             MPI.COMM_WORLD.Abort(1)
 
     sys.excepthook = hook
+
+
+_threads_configured = False
+
+
+def configure_threads() -> int:
+    """Give each rank its share of the node's cores for Numba (and later torch) threads.
+
+    Ranks on one node that each start a full thread pool oversubscribe the cores, and parallel
+    loops then slow down by large factors. Unless ``NUMBA_NUM_THREADS`` is set explicitly, each
+    rank gets ``cores // ranks-on-this-node`` threads (at least 1). Returns the thread count.
+    """
+    global _threads_configured
+    import os
+
+    import numba
+
+    if _threads_configured or "NUMBA_NUM_THREADS" in os.environ:
+        _threads_configured = True
+        return numba.get_num_threads()
+    local = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED)
+    share = max(1, (os.cpu_count() or 1) // local.size)
+    local.Free()
+    numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
+    _threads_configured = True
+    return numba.get_num_threads()

@@ -152,3 +152,33 @@ def test_examples_run_under_mpiexec(script, args):
                         *args], capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert "CONVERGED_RTOL" in p.stdout
+
+
+def test_methods_by_name_on_matrix_free_operator_under_mpiexec(tmp_path):
+    out = tmp_path / "m.json"
+    p = run_cli(["solve", "--family", "grid", "--n", "32", "--count", "2", "--opt", "operator=matfree",
+                 "--method", "ssor-pcg", "--omega", "1.5", "--rtol", "1e-8", "--json", str(out),
+                 "-ksp_view"], np_=2)
+    assert p.returncode == 0, p.stderr
+    assert "hybridsolve matrix-free 5-point stencil" in p.stdout and "omega = 1.5" in p.stdout
+    res = json.loads(out.read_text())["results"]
+    assert all(r["method"] == "cg+sor" and r["true_residual"] <= 1.01e-8 for r in res)
+    p = run_cli(["solve", "--family", "grid", "--n", "16", "--method", "sor", "--omega", "1.7",
+                 "--rtol", "1e-6", "-ksp_max_it", "5000"], np_=2)
+    assert p.returncode == 0 and "CONVERGED_RTOL" in p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["--method", "sor", "--omega", "2.5"], "outside (0, 2)", 2),
+    (["--method", "ssor-pcg", "-pc_sor_omega", "0"], "outside (0, 2)", 2),
+    (["--method", "nosuch"], "unknown method", 2),
+])
+def test_bad_solver_input_on_every_rank(args, message, code):
+    p = run_cli(["solve", "--family", "grid", "--n", "8", *args], np_=2, timeout=120)
+    assert p.returncode == code and message in p.stderr, p.stderr
+
+
+def test_cg_on_indefinite_family_fails_loudly():
+    p = run_cli(["solve", "--family", "helmholtz", "--n", "16", "--method", "pcg",
+                 "-pc_type", "none"], np_=2, timeout=120)
+    assert p.returncode == 3 and "not symmetric positive definite" in p.stderr, p.stderr

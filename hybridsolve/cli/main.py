@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--params", type=Path, help=".npy file of parameter arrays, shape (count, ...)")
     s.add_argument("--prefix", default="", help="PETSc options prefix of the solver")
     s.add_argument("--rtol", type=float, help="relative tolerance (default PETSc's, 1e-5)")
+    s.add_argument("--method", help="pcg, sor or ssor-pcg (default: the family's recommendation; "
+                                    "PETSc -ksp_type/-pc_type options override)")
+    s.add_argument("--omega", type=float, help="SOR relaxation factor in (0, 2)")
+    s.add_argument("--sor-type", choices=["forward", "backward", "symmetric"],
+                   help="SOR sweep (sor: forward by default; ssor-pcg: symmetric)")
     s.add_argument("--json", type=Path, help="write the results as JSON")
     s.add_argument("--plot", type=Path, help="write a convergence plot (PNG)")
     s.add_argument("--strict-options", action="store_true",
@@ -80,7 +85,9 @@ def cmd_problems(args: argparse.Namespace) -> int:
 
 
 def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
-                 params=None, strict_options: bool = False, verbose: bool = True) -> list:
+                 params=None, strict_options: bool = False, verbose: bool = True,
+                 method: str | None = None, omega: float | None = None,
+                 sor_type: str | None = None) -> list:
     """Solve every system of ``family`` with one reusable KSP; returns the results."""
     from hybridsolve.options import unused_options
     from hybridsolve.parallel import print0
@@ -98,7 +105,8 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
         else:
             system = family.system(i, comm, previous=previous)
         if solver is None:
-            solver = KrylovSolver(comm, prefix=prefix, options=system.default_options, rtol=rtol)
+            solver = KrylovSolver(comm, prefix=prefix, options=system.default_options, rtol=rtol,
+                                  method=method, omega=omega, sor_type=sor_type)
         res = solver.solve(system.A, system.b, system.x0)
         res.info["params_index"] = i
         if i == 0:
@@ -148,7 +156,10 @@ def cmd_solve(args: argparse.Namespace, comm) -> int:
     from hybridsolve.parallel import print0
     from hybridsolve.problems import get_family
 
+    from hybridsolve.solvers.petsc import method_options
+
     family = get_family(args.family, args.n, args.count, args.seed, **_family_opts(args.opt))
+    method_options(args.method, omega=args.omega, sor_type=args.sor_type)  # validate up front
     params = None
     if args.params is not None:
         try:
@@ -164,7 +175,8 @@ def cmd_solve(args: argparse.Namespace, comm) -> int:
 
     print0(f"hybridsolve solve: {family!r} on {comm.size} rank(s); {describe()}", comm=comm)
     results = run_sequence(family, comm, prefix=args.prefix, rtol=args.rtol, params=params,
-                           strict_options=args.strict_options)
+                           strict_options=args.strict_options, method=args.method,
+                           omega=args.omega, sor_type=args.sor_type)
     _summary(results, comm)
     if comm.rank == 0 and args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

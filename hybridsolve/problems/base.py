@@ -81,6 +81,13 @@ class FamilyOption:
     choices: tuple | None = None
 
 
+#: The ``operator`` option of the structured-grid families.
+OPERATOR_OPTION = FamilyOption("aij", str, "aij (assembled) or matfree (Numba kernels, python Mat)",
+                               ("aij", "matfree"))
+
+#: PETSc defaults for a matrix-free SPD operator (no GAMG without an assembled matrix).
+MATFREE_DEFAULTS = {"ksp_type": "cg", "pc_type": "sor", "ksp_norm_type": "unpreconditioned"}
+
 FAMILIES: dict[str, type["ProblemFamily"]] = {}
 
 

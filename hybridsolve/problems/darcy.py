@@ -8,7 +8,8 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
 from hybridsolve.errors import InputError
-from hybridsolve.problems.base import FamilyOption, LinearSystem, register
+from hybridsolve.problems.base import (MATFREE_DEFAULTS, OPERATOR_OPTION, FamilyOption,
+                                       LinearSystem, register)
 from hybridsolve.problems.fem_family import FEMFamily
 from hybridsolve.problems.fields import gaussian_random_field
 
@@ -32,6 +33,7 @@ class Darcy(FEMFamily):
         "alpha": FamilyOption(2.5, float, "GRF smoothness exponent"),
         "tau": FamilyOption(7.0, float, "GRF inverse length scale"),
         "source": FamilyOption(1.0, float, "constant source f"),
+        "operator": OPERATOR_OPTION,
     }
 
     def validate_options(self) -> None:
@@ -39,6 +41,8 @@ class Darcy(FEMFamily):
             raise InputError("darcy: need alpha > 1 and tau > 0")
         if self.opts["discretization"] == "grid" and self.n < 3:
             raise InputError("darcy: the grid discretization needs n >= 3")
+        if self.opts["operator"] == "matfree" and self.opts["discretization"] != "grid":
+            raise InputError("darcy: operator=matfree needs discretization=grid")
 
     def param_shape(self):
         return (self.n + 1, self.n + 1)
@@ -60,9 +64,12 @@ class Darcy(FEMFamily):
 
         shape = (self.n - 1, self.n - 1)
         rhs = np.full(shape, self.opts["source"])
-        A, b, canon, coords = grid_system(comm, shape, rhs, coef=params)
-        return LinearSystem(A=A, b=b, params=params, meta={"discretization": "5-point grid"},
-                            canonical=canon, local_coordinates=coords)
+        matfree = self.opts["operator"] == "matfree"
+        A, b, canon, coords = grid_system(comm, shape, rhs, coef=params, matfree=matfree)
+        return LinearSystem(A=A, b=b, params=params, meta={"discretization": "5-point grid",
+                                                           "operator": self.opts["operator"]},
+                            canonical=canon, local_coordinates=coords,
+                            default_options=dict(MATFREE_DEFAULTS) if matfree else {})
 
     def make_model(self, comm):
         from hybridsolve.problems import fem

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from hybridsolve.errors import InputError
-from hybridsolve.problems.base import FamilyOption, LinearSystem, ProblemFamily, register
+from hybridsolve.problems.base import (MATFREE_DEFAULTS, OPERATOR_OPTION, FamilyOption,
+                                       LinearSystem, ProblemFamily, register)
 from hybridsolve.problems.fields import fourier_field, random_obstacles
 
 
@@ -26,6 +27,7 @@ class GridPoisson(ProblemFamily):
         "dim": FamilyOption(2, int, "2 or 3", (2, 3)),
         "obstacles": FamilyOption(0, int, "number of random solid boxes"),
         "modes": FamilyOption(4, int, "sine modes per direction in the source"),
+        "operator": OPERATOR_OPTION,
     }
 
     def validate_options(self) -> None:
@@ -54,11 +56,15 @@ class GridPoisson(ProblemFamily):
         from hybridsolve.problems.petsc import grid_system
 
         mask = params[1].astype(bool)
-        A, b, canon, coords = grid_system(comm, self.shape, params[0] * mask, mask=mask)
+        matfree = self.opts["operator"] == "matfree"
+        A, b, canon, coords = grid_system(comm, self.shape, params[0] * mask, mask=mask,
+                                          matfree=matfree)
         return LinearSystem(A=A, b=b, params=params,
                             meta={"discretization": f"{2 * self.opts['dim'] + 1}-point grid",
-                                  "solid_cells": int(np.count_nonzero(~mask))},
-                            canonical=canon, local_coordinates=coords)
+                                  "solid_cells": int(np.count_nonzero(~mask)),
+                                  "operator": self.opts["operator"]},
+                            canonical=canon, local_coordinates=coords,
+                            default_options=dict(MATFREE_DEFAULTS) if matfree else {})
 
 
 def heat_kappa(t: float) -> float:
@@ -87,6 +93,7 @@ class Heat(ProblemFamily):
         "dt": FamilyOption(1e-3, float, "time step"),
         "amplitude": FamilyOption(10.0, float, "forcing amplitude"),
         "width": FamilyOption(0.1, float, "forcing bump width"),
+        "operator": OPERATOR_OPTION,
     }
 
     def validate_options(self) -> None:
@@ -129,7 +136,13 @@ class Heat(ProblemFamily):
         t_prev = t_next - dt
         k_prev = heat_kappa(t_prev)
         N = self.n * self.n
-        r0, r1 = ownership_range(comm, N)
+        if self.opts["operator"] == "matfree":
+            from hybridsolve.operators.petsc import slab_range
+
+            p0, p1 = slab_range(comm, self.n)
+            r0, r1 = p0 * self.n, p1 * self.n
+        else:
+            r0, r1 = ownership_range(comm, N)
         if previous is None:
             if index not in (0, None):
                 raise InputError(f"heat is sequential: system {index} needs previous=<solution of "
@@ -141,14 +154,28 @@ class Heat(ProblemFamily):
                 raise InputError(f"heat: previous solution has size {previous.getSize()}, expected {N}")
             own_prev = False
         f = self.forcing(t_prev + 0.5 * dt)
-        # L (the Laplacian, fixed) and A = I + dt/2 k L: the stencil with a scaled coefficient
-        L, _, canon, coords = grid_system(comm, self.shape, np.zeros(self.shape))
-        A = L.copy()
-        A.scale(0.5 * dt * k_next)
-        A.shift(1.0)
+        from hybridsolve.problems.grid import face_coefficients
+
+        faces = face_coefficients(self.shape)
+        matfree = self.opts["operator"] == "matfree"
+        zero = np.zeros(self.shape)
+        # L (the Laplacian) for the right-hand side; A = I + dt/2 k L for the system
+        L, _, canon, coords = grid_system(comm, self.shape, zero, faces=faces, matfree=matfree)
+        if matfree:
+            c = 0.5 * dt * k_next
+            A, _, _, _ = grid_system(comm, self.shape, zero, faces=[c * w for w in faces],
+                                     shift=1.0, matfree=True)
+        else:
+            A = L.copy()
+            A.scale(0.5 * dt * k_next)
+            A.shift(1.0)
+        if previous.getOwnershipRange() != A.getOwnershipRangeColumn():
+            raise InputError("heat: previous solution is not laid out like this system "
+                             "(built with another operator option or communicator?)")
         b = previous.duplicate()
         L.mult(previous, b)                          # b = L u
         b.aypx(-0.5 * dt * k_prev, previous)         # b = u - dt/2 k L u
+        r0, r1 = b.getOwnershipRange()
         b.getArray()[:] += dt * f.reshape(-1)[r0:r1]
         x0 = previous.copy()
         L.destroy()
@@ -156,5 +183,6 @@ class Heat(ProblemFamily):
             previous.destroy()
         return LinearSystem(A=A, b=b, params=params, x0=x0,
                             meta={"discretization": "5-point grid, Crank-Nicolson", "t": float(t_next),
-                                  "dt": dt, "kappa": float(k_next)},
-                            canonical=canon, local_coordinates=coords)
+                                  "dt": dt, "kappa": float(k_next), "operator": self.opts["operator"]},
+                            canonical=canon, local_coordinates=coords,
+                            default_options=dict(MATFREE_DEFAULTS) if matfree else {})

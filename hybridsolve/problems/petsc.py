@@ -68,6 +68,12 @@ def gather_csr_canonical(A: PETSc.Mat, canonical: np.ndarray) -> sp.csr_matrix:
     """The whole matrix as SciPy CSR in canonical numbering, on every rank (small systems)."""
     comm = A.getComm().tompi4py()
     n = A.getSize()[0]
+    if A.getType() == "python":  # a matrix-free operator: gather its assembled twin
+        assembled = A.getPythonContext().assembled()
+        try:
+            return gather_csr_canonical(assembled, canonical)
+        finally:
+            assembled.destroy()
     petsc_to_canon = _canonical_all(comm, canonical)  # PETSc global row -> canonical index
     indptr, indices, data = A.getValuesCSR()
     rows_local = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
@@ -82,17 +88,34 @@ def gather_csr_canonical(A: PETSc.Mat, canonical: np.ndarray) -> sp.csr_matrix:
     return M
 
 
-def grid_system(comm: MPI.Comm, shape: tuple[int, ...], rhs: np.ndarray, **stencil_kw):
+def grid_system(comm: MPI.Comm, shape: tuple[int, ...], rhs: np.ndarray, *, matfree: bool = False,
+                faces: list | None = None, shift: float = 0.0, **face_kw):
     """The distributed pieces of a structured-grid system: ``(A, b, canonical, coords)``.
 
-    Every rank builds only its own rows (PETSc's default split of the natural order), so the
-    system is the same whatever the number of ranks.
+    Every rank builds only its own rows, so the system is the same whatever the number of
+    ranks. Assembled (AIJ): PETSc's default split of the natural order. Matrix-free
+    (``matfree=True``): a PETSc ``Mat`` of python type on whole-plane slabs along axis 0, whose
+    ``mult``/``SOR`` are the Numba kernels (:mod:`hybridsolve.operators.petsc`).
     """
-    from hybridsolve.problems.grid import grid_points, stencil_csr
+    from hybridsolve.problems.grid import face_coefficients, grid_points, stencil_rows
 
     n = int(np.prod(shape))
-    r0, r1 = ownership_range(comm, n)
-    A = mat_from_local_csr(comm, n, stencil_csr(shape, r0, r1, **stencil_kw))
+    if faces is None:
+        faces = face_coefficients(shape, **face_kw)
+    if matfree:
+        from hybridsolve.operators.petsc import create_stencil_mat, slab_range
+
+        p0, p1 = slab_range(comm, shape[0])
+        plane = n // shape[0]
+        r0, r1 = p0 * plane, p1 * plane
+        A = create_stencil_mat(comm, shape, faces, shift=shift)
+    else:
+        r0, r1 = ownership_range(comm, n)
+        r, c, v = stencil_rows(shape, np.arange(r0, r1), faces=faces, shift=shift)
+        local = sp.csr_matrix((v, (r - r0, c)), shape=(r1 - r0, n))
+        local.sum_duplicates()
+        local.sort_indices()
+        A = mat_from_local_csr(comm, n, local)
     b = vec_from_local(comm, n, np.asarray(rhs, dtype=float).reshape(-1)[r0:r1])
     rows = np.arange(r0, r1)
     return A, b, rows, grid_points(shape, rows)

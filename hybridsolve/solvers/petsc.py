@@ -8,12 +8,68 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hybridsolve.errors import InputError, SolverError
+from hybridsolve.errors import InputError, NotSPDError, SolverError
 from hybridsolve.options import check_prefix, defaults_under_prefix
 from hybridsolve.solvers.result import SolveResult
 from hybridsolve.stack import MPI, PETSc
 
-__all__ = ["KrylovSolver", "solve", "reason_name", "norm_type_name"]
+__all__ = ["KrylovSolver", "solve", "reason_name", "norm_type_name", "METHODS", "method_options"]
+
+#: Methods by name: the PETSc options each one stands for (defaults: the command line wins).
+#: ``sor`` is the stationary method (Richardson + SOR); ``ssor-pcg`` is CG preconditioned by
+#: symmetric SOR. PETSc's SOR is processor-local: on several ranks it is block Jacobi between
+#: ranks with SOR inside (``-pc_sor_local_*``), so iteration counts grow with the rank count.
+METHODS: dict[str, dict[str, Any]] = {
+    "pcg": {"ksp_type": "cg"},
+    "sor": {"ksp_type": "richardson", "ksp_richardson_scale": 1.0, "pc_type": "sor",
+            "ksp_norm_type": "unpreconditioned"},
+    "ssor-pcg": {"ksp_type": "cg", "pc_type": "sor"},
+}
+_SOR_TYPES = {"forward": "pc_sor_local_forward", "backward": "pc_sor_local_backward",
+              "symmetric": "pc_sor_local_symmetric"}
+_INDEFINITE = ("DIVERGED_INDEFINITE_MAT", "DIVERGED_INDEFINITE_PC")
+
+
+def method_options(method: str | None, *, omega: float | None = None,
+                   sor_type: str | None = None) -> dict[str, Any]:
+    """The PETSc options of a named method (``pcg``, ``sor``, ``ssor-pcg``).
+
+    Raises:
+        InputError: unknown method, omega outside (0, 2), or a non-symmetric SOR for SSOR-PCG.
+    """
+    if method is None:
+        opts: dict[str, Any] = {}
+    else:
+        key = method.lower().replace("_", "-")
+        if key not in METHODS:
+            raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)} "
+                             "(or any PETSc -ksp_type/-pc_type)")
+        opts = dict(METHODS[key])
+        method = key
+    if omega is not None:
+        check_omega(omega)
+        opts["pc_sor_omega"] = omega
+    if sor_type is not None:
+        if sor_type not in _SOR_TYPES:
+            raise InputError(f"unknown SOR type {sor_type!r}; known: {', '.join(_SOR_TYPES)}")
+        if method == "ssor-pcg" and sor_type != "symmetric":
+            raise InputError("ssor-pcg needs the symmetric SOR sweep: CG needs an SPD preconditioner")
+        opts[_SOR_TYPES[sor_type]] = None
+    elif method == "sor":
+        opts[_SOR_TYPES["forward"]] = None
+    elif method == "ssor-pcg":
+        opts[_SOR_TYPES["symmetric"]] = None
+    return opts
+
+
+def check_omega(omega: Any) -> float:
+    try:
+        w = float(omega)
+    except (TypeError, ValueError):
+        raise InputError(f"SOR relaxation factor omega={omega!r} is not a number") from None
+    if not 0.0 < w < 2.0:
+        raise InputError(f"SOR relaxation factor omega={w:g} is outside (0, 2): SOR diverges there")
+    return w
 
 
 def reason_name(reason: int) -> str:
@@ -55,6 +111,13 @@ class KrylovSolver:
         options: default options (without dash) applied under the prefix where the database
             has no value: the command line has the last word, as in any PETSc program.
         rtol, atol, max_it: tolerances; ``None`` keeps PETSc's (or the options').
+        method: ``pcg``, ``sor`` or ``ssor-pcg`` (see :data:`METHODS`); ``None``: the options'.
+        omega, sor_type: SOR relaxation factor in (0, 2) and sweep (forward, backward, symmetric).
+        check_symmetric: with CG, check an assembled operator is symmetric before solving.
+
+    CG that meets a non-SPD operator or preconditioner (PETSc's ``DIVERGED_INDEFINITE_*``)
+    raises :class:`~hybridsolve.errors.NotSPDError`; a right-hand side with NaN/Inf raises
+    :class:`~hybridsolve.errors.InputError`.
 
     The underlying ``KSP`` is available as :attr:`ksp` for anything PETSc offers.
     """
@@ -68,9 +131,16 @@ class KrylovSolver:
         rtol: float | None = None,
         atol: float | None = None,
         max_it: int | None = None,
+        method: str | None = None,
+        omega: float | None = None,
+        sor_type: str | None = None,
+        check_symmetric: bool = True,
     ) -> None:
         self._prefix = check_prefix(prefix)
         self._options = dict(options or {})
+        self._options.update(method_options(method, omega=omega, sor_type=sor_type))
+        self._check_symmetric = check_symmetric
+        self._checked: tuple | None = None
         for key, val in (("ksp_rtol", rtol), ("ksp_atol", atol), ("ksp_max_it", max_it)):
             if val is not None:
                 if not np.isfinite(val) or val < 0:
@@ -108,8 +178,13 @@ class KrylovSolver:
         scope = defaults_under_prefix(self._prefix, self._options) if first else contextlib.nullcontext()
         with scope:
             if first:
+                db = PETSc.Options()
+                if db.hasName(self._prefix + "pc_sor_omega"):
+                    check_omega(db.getString(self._prefix + "pc_sor_omega"))
                 ksp.setFromOptions()
                 self._configured = True
+                self._stationary_monitor()
+            self._check_operator(A, b, x0)
             x = A.createVecRight()
             if x0 is not None:
                 x0.copy(x)
@@ -136,12 +211,44 @@ class KrylovSolver:
             method=self.method(),
             x=x,
         )
+        if res.reason_name in _INDEFINITE:
+            what = "matrix" if res.reason_name.endswith("MAT") else "preconditioner"
+            raise NotSPDError(
+                f"{self._prefix or 'solve'}: {ksp.getType()} found the {what} is not symmetric "
+                f"positive definite ({res.reason_name} after {res.iterations} its); CG needs SPD: "
+                "use MINRES or GMRES, or an SPD preconditioner (e.g. symmetric SOR, ICC, GAMG)")
         if error_if_not_converged and not res.converged:
             raise SolverError(f"{self._prefix or 'solve'}: {res.summary()}")
         return res
 
     def destroy(self) -> None:
         self._ksp.destroy()
+
+    def _stationary_monitor(self) -> None:
+        """Richardson with PCSOR and no monitor runs all its sweeps inside the PC and skips the
+        convergence test (PETSc's PCApplyRichardson shortcut): a no-op monitor keeps PETSc's
+        own loop, so rtol, the residual history and the iteration count mean what they say."""
+        if self._ksp.getType() == "richardson":
+            self._ksp.setMonitor(lambda ksp, its, rnorm: None)
+
+    def _check_operator(self, A: PETSc.Mat, b: PETSc.Vec, x0: PETSc.Vec | None) -> None:
+        bn = b.norm()
+        if not np.isfinite(bn):
+            raise InputError("the right-hand side holds NaN or Inf")
+        if x0 is not None and not np.isfinite(x0.norm()):
+            raise InputError("the initial guess holds NaN or Inf")
+        if not self._check_symmetric or self._ksp.getType() not in ("cg", "pipecg", "fcg"):
+            return
+        key = (A.handle, A.stateGet())
+        if self._checked == key or A.getType() == "python":
+            return
+        known, sym = A.isSymmetricKnown()
+        if not (known and sym):
+            tol = 1e-12 * A.norm(PETSc.NormType.INFINITY)
+            if not A.isSymmetric(tol):
+                raise NotSPDError(f"{self._prefix or 'solve'}: the matrix is not symmetric, so CG "
+                                  "does not apply: use GMRES (-ksp_type gmres) or BiCGStab")
+        self._checked = key
 
 
 def true_residual(A: PETSc.Mat, b: PETSc.Vec, x: PETSc.Vec) -> float:
@@ -155,6 +262,7 @@ def true_residual(A: PETSc.Mat, b: PETSc.Vec, x: PETSc.Vec) -> float:
 
 
 def solve(A: Any, b: PETSc.Vec | None = None, x0: PETSc.Vec | None = None, *,
+          method: str | None = None, omega: float | None = None, sor_type: str | None = None,
           prefix: str | None = None, options: Mapping[str, Any] | None = None,
           rtol: float | None = None, atol: float | None = None, max_it: int | None = None,
           error_if_not_converged: bool = False) -> SolveResult:
@@ -165,6 +273,9 @@ def solve(A: Any, b: PETSc.Vec | None = None, x0: PETSc.Vec | None = None, *,
             ``x0`` come from it, and its family's recommended options are the defaults).
         b: right-hand side.
         x0: initial guess (not modified); zero when ``None``.
+        method: ``pcg`` (CG, any PC), ``sor`` (Richardson + SOR) or ``ssor-pcg`` (CG + symmetric
+            SOR); ``None`` leaves the choice to ``options`` and the command line.
+        omega, sor_type: SOR relaxation factor in (0, 2) and sweep for ``sor``/``ssor-pcg``.
         prefix: options prefix; the command line's ``-<prefix>ksp_*`` options win over
             ``options``.
         options: default options without dash, e.g. ``{"ksp_type": "cg", "pc_type": "gamg"}``.
@@ -183,7 +294,8 @@ def solve(A: Any, b: PETSc.Vec | None = None, x0: PETSc.Vec | None = None, *,
         defaults.update(system.default_options)
     defaults.update(options or {})
     solver = KrylovSolver(A.getComm().tompi4py(), prefix=prefix, options=defaults,
-                          rtol=rtol, atol=atol, max_it=max_it)
+                          rtol=rtol, atol=atol, max_it=max_it, method=method, omega=omega,
+                          sor_type=sor_type)
     try:
         return solver.solve(A, b, x0, error_if_not_converged=error_if_not_converged)
     finally:
