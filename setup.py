@@ -26,8 +26,10 @@ extras = {
     # For users who bring their own PETSc build but want it checked at install time.
     "petsc": ["petsc4py>=3.22", "mpi4py>=4.0"],
     "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    # What the benchmarks compare against besides PETSc and SciPy.
+    "bench": ["pyamg>=5.0,<6"],
 }
-extras["all"] = extras["stack"] + extras["test"]
+extras["all"] = extras["stack"] + extras["test"] + extras["bench"]
 
 setup(
     name="hybridsolve",

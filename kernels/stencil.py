@@ -11,13 +11,18 @@ Faces along axis 1 (and 2) at the ends are Dirichlet faces: they add to the diag
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
-__all__ = ["apply_2d", "apply_3d", "apply", "stream_triad"]
+from hybridsolve.kernels._jit import serial_and_parallel
+
+__all__ = ["apply_2d", "apply_3d", "apply", "stream_triad", "PARALLEL_MIN"]
+
+#: Below this many grid points the serial twin runs: waking a thread pool costs more than the
+#: work (and far more when the cores are shared with other ranks or processes).
+PARALLEL_MIN = 1 << 16
 
 
-@njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
-def apply_2d(wx, wy, x, lo, hi, shift, y):
+def _apply_2d(wx, wy, x, lo, hi, shift, y):
     """``y = A x`` for the 5-point operator on a 2-D slab."""
     n0, n1 = x.shape
     for i in prange(n0):
@@ -39,8 +44,7 @@ def apply_2d(wx, wy, x, lo, hi, shift, y):
             yi[j] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=False, boundscheck=False)
-def apply_3d(wx, wy, wz, x, lo, hi, shift, y):
+def _apply_3d(wx, wy, wz, x, lo, hi, shift, y):
     """``y = A x`` for the 7-point operator on a 3-D slab."""
     n0, n1, n2 = x.shape
     for i in prange(n0):
@@ -69,6 +73,10 @@ def apply_3d(wx, wy, wz, x, lo, hi, shift, y):
                 y[i, j, k] = acc
 
 
+apply_2d, apply_2d_serial = serial_and_parallel(_apply_2d, cache=True, boundscheck=False)
+apply_3d, apply_3d_serial = serial_and_parallel(_apply_3d, cache=True, boundscheck=False)
+
+
 def apply(faces, x, lo=None, hi=None, shift=0.0, y=None):
     """Dispatch on dimension; ``lo``/``hi`` default to zero planes (the domain boundary)."""
     if lo is None:
@@ -77,10 +85,12 @@ def apply(faces, x, lo=None, hi=None, shift=0.0, y=None):
         hi = np.zeros(x.shape[1:])
     if y is None:
         y = np.empty_like(x)
+    par = x.size >= PARALLEL_MIN and get_num_threads() > 1
     if x.ndim == 2:
-        apply_2d(faces[0], faces[1], x, lo, hi, float(shift), y)
+        (apply_2d if par else apply_2d_serial)(faces[0], faces[1], x, lo, hi, float(shift), y)
     elif x.ndim == 3:
-        apply_3d(faces[0], faces[1], faces[2], x, lo, hi, float(shift), y)
+        (apply_3d if par else apply_3d_serial)(faces[0], faces[1], faces[2], x, lo, hi,
+                                               float(shift), y)
     else:
         raise ValueError(f"stencil apply needs a 2-D or 3-D grid, got {x.ndim}-D")
     return y

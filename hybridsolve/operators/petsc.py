@@ -67,6 +67,7 @@ class StencilOperator:
         self.faces += [np.ascontiguousarray(f[self.p0:self.p1]) for f in faces[1:]]
         self.shift = float(shift)
         self.set_ordering(ordering)
+        self._idiag: dict[float, np.ndarray] = {}
         self.lo = np.zeros(self.shape[1:])
         self.hi = np.zeros(self.shape[1:])
         self._diag = None
@@ -138,6 +139,10 @@ class StencilOperator:
         zero = bool(flag & _SOR["ZERO_INITIAL_GUESS"])
         if zero:
             xa[...] = 0.0
+        key = float(shift)
+        if key not in self._idiag:
+            self._idiag[key] = sor.inverse_diagonal(self.faces, self.shift, key)
+        idiag = self._idiag[key]
         for it in range(max(int(its), 1)):
             if it == 0 and zero:
                 self.lo[...] = 0.0
@@ -146,7 +151,7 @@ class StencilOperator:
                 self.exchange(xa)
             for _ in range(max(int(lits), 1)):
                 sor.sweep(self.faces, ba, xa, omega=omega, kind=kind, ordering=self.ordering,
-                          lo=self.lo, hi=self.hi, shift=self.shift, fshift=shift, i0=self.p0)
+                          lo=self.lo, hi=self.hi, i0=self.p0, idiag=idiag)
         if self.comm.size > 1:  # leave the ghosts consistent with x for the next mult
             self.exchange(xa)
 
