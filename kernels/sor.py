@@ -25,15 +25,10 @@ __all__ = ["inverse_diagonal", "sor_lex_2d", "sor_lex_3d", "sor_rb_2d", "sor_rb_
 
 
 def inverse_diagonal(faces, shift: float = 0.0, fshift: float = 0.0) -> np.ndarray:
-    """``1 / (d + fshift)`` on the slab, ``d = sum of the faces + shift`` (1 for solid cells)."""
-    dim = len(faces)
-    s = 0.0
-    for ax, f in enumerate(faces):
-        lo = tuple(slice(0, -1) if a == ax else slice(None) for a in range(dim))
-        hi = tuple(slice(1, None) if a == ax else slice(None) for a in range(dim))
-        s = s + f[lo] + f[hi]
-    d = np.where(s != 0.0, s + shift, 1.0) + fshift
-    return 1.0 / d
+    """``1 / (d + fshift)`` on the slab, ``d`` the operator's diagonal (:func:`stencil.diagonal`)."""
+    from hybridsolve.kernels.stencil import diagonal
+
+    return 1.0 / (diagonal(faces, shift) + fshift)
 
 
 # Lexicographic sweeps: the update of x_p waits for its predecessor along the last axis, so the

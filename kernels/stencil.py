@@ -15,7 +15,7 @@ from numba import get_num_threads, njit, prange
 
 from hybridsolve.kernels._jit import serial_and_parallel
 
-__all__ = ["apply_2d", "apply_3d", "apply", "stream_triad", "PARALLEL_MIN"]
+__all__ = ["apply_2d", "apply_3d", "apply", "diagonal", "stream_triad", "PARALLEL_MIN"]
 
 #: Below this many grid points the serial twin runs: waking a thread pool costs more than the
 #: work (and far more when the cores are shared with other ranks or processes).
@@ -75,6 +75,18 @@ def _apply_3d(wx, wy, wz, x, lo, hi, shift, y):
 
 apply_2d, apply_2d_serial = serial_and_parallel(_apply_2d, cache=True, boundscheck=False)
 apply_3d, apply_3d_serial = serial_and_parallel(_apply_3d, cache=True, boundscheck=False)
+
+
+def diagonal(faces, shift: float = 0.0) -> np.ndarray:
+    """The operator's diagonal on the slab: the sum of a point's faces plus ``shift``, or 1 where
+    the sum is 0 (a solid cell)."""
+    dim = len(faces)
+    s = 0.0
+    for ax, f in enumerate(faces):
+        lo = tuple(slice(0, -1) if a == ax else slice(None) for a in range(dim))
+        hi = tuple(slice(1, None) if a == ax else slice(None) for a in range(dim))
+        s = s + f[lo] + f[hi]
+    return np.where(s != 0.0, s + shift, 1.0)
 
 
 def apply(faces, x, lo=None, hi=None, shift=0.0, y=None):

@@ -109,13 +109,9 @@ class StencilOperator:
 
     def diagonal(self) -> np.ndarray:
         if self._diag is None:
-            dim = len(self.shape)
-            s = np.zeros(self.local_shape)
-            for ax, f in enumerate(self.faces):
-                lo = tuple(slice(0, -1) if a == ax else slice(None) for a in range(dim))
-                hi = tuple(slice(1, None) if a == ax else slice(None) for a in range(dim))
-                s += f[lo] + f[hi]
-            self._diag = np.where(s != 0.0, s + self.shift, 1.0)
+            from hybridsolve.kernels.stencil import diagonal
+
+            self._diag = diagonal(self.faces, self.shift)
         return self._diag
 
     def getDiagonal(self, mat: PETSc.Mat, d: PETSc.Vec) -> None:
