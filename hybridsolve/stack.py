@@ -1,8 +1,11 @@
 """The one module that imports MPI and PETSc, in the order the stack needs.
 
 Order: ``mpi4py.MPI`` first, then ``dolfinx_solver`` when the binary wheel stack is installed (it
-loads the MPI library its PETSc and DOLFINx were built against), then ``petsc4py``. Everything
-else in hybridsolve imports PETSc from here::
+loads the MPI library its PETSc and DOLFINx were built against), then ``h5py``, then
+``petsc4py``. h5py must be imported before ``dolfinx.fem.petsc``: the other way round h5py fails
+to initialise against the HDF5 library DOLFINx's wheel has already loaded ("Not a datatype",
+measured here with dolfinx-solver-real 0.11.0.post0 and h5py 3.16). Everything else in
+hybridsolve imports PETSc from here::
 
     from hybridsolve.stack import MPI, PETSc
 
@@ -29,6 +32,11 @@ try:  # the binary wheel stack: must precede petsc4py and dolfinx
     HAVE_WHEEL_STACK = True
 except ImportError:  # a user-provided PETSc/DOLFINx
     HAVE_WHEEL_STACK = False
+
+try:  # before dolfinx.fem.petsc can load its HDF5 (see the module docstring)
+    import h5py  # noqa: F401
+except ImportError:  # pragma: no cover - h5py is a dependency, but only datagen needs it
+    pass
 
 __all__ = ["MPI", "PETSc", "init", "have_dolfinx", "describe", "HAVE_WHEEL_STACK"]
 

@@ -109,6 +109,8 @@ class ProblemFamily(abc.ABC):
     symmetric: ClassVar[bool] = True
     definite: ClassVar[bool] = True
     sequential: ClassVar[bool] = False
+    #: the matrix is the same for every system (only the right-hand side changes)
+    fixed_matrix: ClassVar[bool] = False
     min_n: ClassVar[int] = 2
     options: ClassVar[dict[str, FamilyOption]] = {}
 
@@ -228,7 +230,7 @@ class ProblemFamily(abc.ABC):
     def describe(self) -> dict:
         return {"name": self.name, "summary": self.summary, "n": self.size_doc,
                 "symmetric": self.symmetric, "definite": self.definite,
-                "sequential": self.sequential,
+                "sequential": self.sequential, "fixed_matrix": self.fixed_matrix,
                 "options": {k: (o.default, o.doc) for k, o in self.options.items()}}
 
     def __len__(self) -> int:

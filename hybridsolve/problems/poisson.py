@@ -22,6 +22,7 @@ class Poisson(FEMFamily):
     """
 
     name = "poisson"
+    fixed_matrix = True
     summary = "-Laplace(u) = f, u = g; random Chebyshev f and g; unit square or gmsh L-shape with hole"
     size_doc = "cells per side (square) or 1/mesh size (lshape_hole)"
     options = {
@@ -80,6 +81,7 @@ class Helmholtz(Poisson):
     """
 
     name = "helmholtz"
+    fixed_matrix = False
     summary = "-Laplace(u) - k^2 u = f, u = 0 on the unit square; k varies; symmetric indefinite"
     size_doc = "cells per side of the unit square (keep k h < 1)"
     definite = False
@@ -143,6 +145,7 @@ class Thermal(FEMFamily):
     """
 
     name = "thermal"
+    fixed_matrix = True
     summary = "steady heat in a rectangle with a slot; random boundary temperatures and fluxes (fixed matrix)"
     size_doc = "1/mesh size of the gmsh mesh"
     options = {

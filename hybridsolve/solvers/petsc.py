@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hybridsolve.errors import InputError, NotSPDError, SolverError
+from hybridsolve.errors import CollectiveError, InputError, NotSPDError, SolverError
 from hybridsolve.options import check_prefix, defaults_under_prefix
 from hybridsolve.solvers.result import SolveResult
 from hybridsolve.stack import MPI, PETSc
@@ -25,6 +25,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "sor": {"ksp_type": "richardson", "ksp_richardson_scale": 1.0, "pc_type": "sor",
             "ksp_norm_type": "unpreconditioned"},
     "ssor-pcg": {"ksp_type": "cg", "pc_type": "sor", "ksp_norm_type": "unpreconditioned"},
+    # Krylov recycling across a sequence (hybridsolve.recycling): keep one KrylovSolver
+    "gcrodr": {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.GCRODR"},
+    "rcg": {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG"},
 }
 _SOR_TYPES = {"forward": "pc_sor_local_forward", "backward": "pc_sor_local_backward",
               "symmetric": "pc_sor_local_symmetric"}
@@ -160,7 +163,10 @@ class KrylovSolver:
         return self._prefix
 
     def method(self) -> str:
-        return f"{self._ksp.getType()}+{self._ksp.getPC().getType()}"
+        kind = self._ksp.getType()
+        if kind == "python":
+            kind = type(self._ksp.getPythonContext()).__name__.lower()
+        return f"{kind}+{self._ksp.getPC().getType()}"
 
     def solve(self, A: PETSc.Mat, b: PETSc.Vec, x0: PETSc.Vec | None = None, *,
               P: PETSc.Mat | None = None, error_if_not_converged: bool = False) -> SolveResult:
@@ -171,6 +177,24 @@ class KrylovSolver:
             SolverError: not converged and ``error_if_not_converged``.
         """
         _check_sizes(A, b, x0)
+        n = A.getSize()[0]
+        if getattr(self, "_n", n) != n:
+            raise InputError(f"{self._prefix or 'solve'}: the operator's size changed from "
+                             f"{self._n} to {n} inside a sequence; use a new KrylovSolver")
+        self._n = n
+        try:
+            return self._solve(A, b, x0, P, error_if_not_converged)
+        except PETSc.Error as err:
+            # an error raised in a python context (our KSP/PC/Mat) reaches us wrapped in a
+            # PETSc error: hand the user the original, clear one
+            cause = err.__cause__ or err.__context__
+            while cause is not None:
+                if isinstance(cause, CollectiveError):
+                    raise cause from None
+                cause = cause.__cause__ or cause.__context__
+            raise
+
+    def _solve(self, A, b, x0, P, error_if_not_converged) -> SolveResult:
         ksp = self._ksp
         ksp.setOperators(A, P if P is not None else A)
         # Code defaults stay in the database through the first solve (sub-solvers read theirs
