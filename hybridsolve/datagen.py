@@ -246,9 +246,15 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
         raise SolverError(f"datagen: {bad} samples failed verification three times")
     t_solve = time.perf_counter() - t_start - t_sort
     summary = None
+    methods = [m for m in comm.allgather(stats.get("method")) if m]
     if comm.rank == 0:
-        summary = _assemble(cfg, family, params, perm, parts, name, opts, comm.size, t_sort,
-                            time.perf_counter() - t_start)
+        from hybridsolve.stack import PETSc
+
+        given = {k[len("datagen_"):]: v for k, v in PETSc.Options().getAll().items()
+                 if k.startswith("datagen_")}
+        effective = {**{k: str(v) for k, v in opts.items()}, **{k: str(v) for k, v in given.items()}}
+        summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size, t_sort,
+                            time.perf_counter() - t_start, methods[0] if methods else None)
         shutil.rmtree(parts.dir, ignore_errors=True)
     summary = comm.bcast(summary, root=0)
     summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,
@@ -321,6 +327,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                             true_residual=res.true_residual, reason=res.reason,
                             chain_position=int(position[idx]), rank=comm.rank)
             stats["solved"] += 1
+            stats.setdefault("method", solver.method())
             stats["iterations"] += res.iterations
             stats["solve_time"] += res.time
             if prev_x is not None and prev_x is not res.x:
@@ -364,13 +371,14 @@ def _load_previous(parts, idx, family, params, sub, prev_x, writer, layout):
 
 
 def _fallback(A, system, res, tol, sub):
-    """The chain's solver missed the true tolerance: finish with right-preconditioned GMRES
-    (which tests the true residual) from where it stopped."""
+    """The chain's solver missed the true tolerance: finish with unpreconditioned GMRES(200),
+    which tests the true residual and cannot be broken by a failing preconditioner, from where
+    it stopped."""
     from hybridsolve.solvers.petsc import KrylovSolver
 
     fb = KrylovSolver(sub, prefix="datagen_fallback_",
-                      options={"ksp_type": "gmres", "ksp_gmres_restart": 100, "ksp_pc_side": "right",
-                               "ksp_norm_type": "unpreconditioned", "ksp_max_it": 20000})
+                      options={"ksp_type": "gmres", "ksp_gmres_restart": 200, "pc_type": "none",
+                               "ksp_norm_type": "unpreconditioned", "ksp_max_it": 50000})
     try:
         bnorm = system.b.norm()
         fb.ksp.setTolerances(rtol=0.0, atol=tol * bnorm)
@@ -451,7 +459,8 @@ def _grid_order(coords: np.ndarray):
     return shape, perm
 
 
-def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total) -> dict:
+def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total,
+              method=None) -> dict:
     """Rank 0: one HDF5 file from the verified parts, written to a temporary name and renamed."""
     import h5py
 
@@ -490,7 +499,8 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
         prov = {
             "identity": cfg.identity(), "config_digest": cfg.digest(), "config": asdict(cfg),
             "family": family.describe(), "param_shape": list(family.param_shape()),
-            "solver": name, "solver_options": {k: str(v) for k, v in opts.items()},
+            "solver": name, "method": method,
+            "solver_options": {k: str(v) for k, v in opts.items()},
             "tolerance": f"||b - A x|| / ||b|| <= {cfg.tol:g}, every sample verified",
             "order": cfg.order, "ranks": ranks, "mode": cfg.mode,
             "versions": {"hybridsolve": __version__, "stack": describe(), "numpy": np.__version__,

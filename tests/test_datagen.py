@@ -1,0 +1,163 @@
+"""hybridsolve datagen: datasets, verification, resume after kill -9, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BIN, ROOT, assert_all, run_cli
+from hybridsolve import get_family
+from hybridsolve.datagen import DatagenConfig, load, run
+from hybridsolve.errors import InputError
+from hybridsolve.stack import MPI
+
+
+@pytest.fixture
+def shared_dir(tmp_path, comm):
+    """One folder for all ranks (each pytest process has its own tmp_path)."""
+    return Path(comm.bcast(str(tmp_path), root=0))
+
+
+def _check_dataset(path, family, n, count, tol, **opts):
+    d = load(path)
+    fam = get_family(family, n, count, d["provenance"]["identity"]["seed"], **opts)
+    assert d["inputs"].shape == (count, *fam.param_shape())
+    assert len(d["solutions"]) == count and np.all(d["true_residual"] <= tol * (1 + 1e-6))
+    prev = None
+    for i in range(count):  # independent check of every sample against its own system
+        np.testing.assert_array_equal(d["inputs"][i], fam.params(i))
+        s = fam.system(i, MPI.COMM_SELF, previous=prev)
+        A, b = s.to_scipy()
+        x = d["solutions"][i].reshape(-1)
+        if "grid_order" in d:
+            flat = np.empty_like(x)
+            flat[d["grid_order"]] = x
+            x = flat
+        assert np.linalg.norm(b - A @ x) <= tol * (1 + 1e-6) * np.linalg.norm(b)
+        if fam.sequential:
+            if prev is not None:
+                prev.destroy()
+            prev = s.A.createVecRight()
+            prev.getArray()[:] = x[s.canonical]
+        s.destroy()
+    return d
+
+
+@pytest.mark.parametrize("family,n,opts", [
+    ("darcy", 12, {"discretization": "grid"}), ("darcy", 8, {}), ("poisson", 8, {}),
+    ("thermal", 4, {}), ("helmholtz", 24, {}), ("heat", 8, {}), ("grid", 6, {"dim": 3}),
+])
+def test_datagen_every_family(family, n, opts, shared_dir, comm):
+    out = shared_dir / f"{family}.h5"
+    cfg = DatagenConfig(family=family, n=n, count=6, out=str(out), tol=1e-8, options=opts)
+    summary = run(cfg, comm, progress=False)
+    assert summary["status"] == "complete"
+    if comm.rank == 0:
+        d = _check_dataset(out, family, n, 6, 1e-8, **opts)
+        assert d["provenance"]["identity"]["family"] == family
+        assert not Path(str(out) + ".parts").exists()
+    comm.Barrier()
+    # rerunning the same command finds the dataset complete
+    assert run(cfg, comm, progress=False)["status"] == "already complete"
+
+
+def test_datagen_domain_mode_and_solvers(shared_dir, comm):
+    for solver, mode in (("gcrodr", "domain"), ("rcg", "data"), ("gmres", "domain")):
+        out = shared_dir / f"d_{solver}.h5"
+        cfg = DatagenConfig(family="darcy", n=12, count=5, out=str(out), mode=mode, solver=solver,
+                            options={"discretization": "grid"}, gcrodr_m=20, gcrodr_k=5)
+        s = run(cfg, comm, progress=False)
+        assert s["solver"] == solver and s["max_true_residual"] <= 1e-8 * (1 + 1e-6)
+        if comm.rank == 0:
+            _check_dataset(out, "darcy", 12, 5, 1e-8, discretization="grid")
+        comm.Barrier()
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"tol": 0.0}, "tolerance"), ({"tol": -1e-3}, "tolerance"), ({"count": 0}, "count"),
+    ({"order": "zigzag"}, "ordering"), ({"solver": "magic"}, "solver"),
+    ({"gcrodr_m": 10, "gcrodr_k": 10}, "GCRO-DR"), ({"out": "x.txt"}, ".h5"),
+])
+def test_datagen_bad_input(kw, match, shared_dir, comm):
+    base = dict(family="darcy", n=8, count=3, out=str(shared_dir / "b.h5"))
+    base.update(kw)
+    with pytest.raises(InputError, match=match):
+        run(DatagenConfig(**base), comm, progress=False)
+
+
+def test_dataset_from_another_configuration_is_refused(shared_dir, comm):
+    out = str(shared_dir / "c.h5")
+    run(DatagenConfig(family="darcy", n=8, count=3, out=out), comm, progress=False)
+    with pytest.raises(InputError, match="another configuration"):
+        run(DatagenConfig(family="darcy", n=8, count=4, out=out), comm, progress=False)
+    parts = Path(out.replace("c.h5", "p.h5") + ".parts")
+    if comm.rank == 0:
+        parts.mkdir()
+        (parts / "config.json").write_text('{"digest": "0000", "identity": {"n": 99}}')
+    comm.Barrier()
+    with pytest.raises(InputError, match="another configuration"):
+        run(DatagenConfig(family="darcy", n=8, count=3, out=str(parts)[:-6]), comm, progress=False)
+
+
+def test_cg_solver_on_indefinite_family_is_refused(shared_dir, comm):
+    with pytest.raises(InputError, match="SPD"):
+        run(DatagenConfig(family="helmholtz", n=8, count=2, out=str(shared_dir / "h.h5"),
+                          solver="cg"), comm, progress=False)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("victim", ["rank", "all"])
+def test_kill_minus_9_then_resume(victim, tmp_path):
+    """Kill a datagen run mid-way (one rank, or every process) and rerun the same command."""
+    out = tmp_path / "k.h5"
+    args = ["datagen", "--family", "darcy", "--n", "40", "--count", "120", "--opt",
+            "discretization=grid", "--out", str(out), "--quiet", "--solver", "gcrodr"]
+    cmd = [str(BIN / "mpiexec"), "-n", "2", sys.executable, "-m", "hybridsolve", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    parts = Path(str(out) + ".parts")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("s*.npz"))) < 20:
+        time.sleep(0.05)
+    done_before = len(list(parts.glob("s*.npz")))
+    assert 0 < done_before < 120, "the run finished before it could be killed: make it bigger"
+    if victim == "rank":
+        ranks = [int(p) for p in subprocess.run(["pgrep", "-f", f"hybridsolve datagen.*{out}"],
+                                                capture_output=True, text=True).stdout.split()
+                 if int(p) != proc.pid]
+        pythons = [p for p in ranks if "python" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="ignore")]
+        os.kill(pythons[-1], signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not out.exists()
+    p = run_cli(args, np_=2, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "resumed" in p.stdout
+    resumed = int(p.stdout.split("resumed ")[1].split()[0])
+    assert resumed >= done_before - 2  # parts written after our count are resumed too
+    d = _check_dataset(out, "darcy", 40, 120, 1e-8, discretization="grid")
+    assert sorted(d["chain_position"].tolist()) == list(range(120))  # each sample exactly once
+    assert not list(tmp_path.glob(".k.h5.tmp*"))
+
+
+@pytest.mark.serial
+def test_datagen_cli_under_mpiexec(tmp_path):
+    out = tmp_path / "cli.h5"
+    p = run_cli(["datagen", "--family", "helmholtz", "--n", "16", "--count", "8", "--out", str(out),
+                 "--tol", "1e-7", "-datagen_pc_type", "jacobi"], np_=2)
+    assert p.returncode == 0, p.stderr
+    assert "8 samples of helmholtz" in p.stdout and "solver gcrodr" in p.stdout
+    prov = load(out)["provenance"]
+    assert prov["ranks"] == 2 and prov["solver_options"]["pc_type"] == "jacobi"
+    assert prov["method"] == "gcrodr+jacobi"
+    p = run_cli(["datagen", "--family", "darcy", "--n", "8", "--count", "3", "--out", str(out)], np_=2)
+    assert p.returncode == 2 and "another configuration" in p.stderr
