@@ -64,13 +64,29 @@ class _Block:
         self.vecs = []
 
 
-def _combine(like: PETSc.Vec, parts: list[tuple[np.ndarray, np.ndarray]]) -> _Block:
-    """A new block whose rows are ``sum_p coeff_p^T data_p`` (``coeff_p``: rows_p x new)."""
+def _combine(like: PETSc.Vec, parts: list[tuple[np.ndarray, np.ndarray]],
+             out: "_Block | None" = None) -> _Block:
+    """A block whose rows are ``sum_p coeff_p^T data_p`` (``coeff_p``: rows_p x new), written
+    into ``out`` when it has the right shape (no new Vec wrappers), else into a new block."""
     new = parts[0][0].shape[1]
-    out = _Block(like, new)
+    if out is None or len(out) != new or out.n != like.getSize():
+        if out is not None:
+            out.destroy()
+        out = _Block(like, new)
+    first = True
     for coeff, data in parts:
-        if coeff.size:
-            out.data += coeff.T @ data
+        if not coeff.size:
+            continue
+        cT = np.ascontiguousarray(coeff.T)
+        if first:
+            np.matmul(cT, data, out=out.data)
+            first = False
+        else:
+            out.data += cT @ data
+    if first:
+        out.data[...] = 0.0
+    for v in out.vecs:
+        v.stateIncrease()
     return out
 
 
@@ -87,11 +103,18 @@ class _RecyclingKSP:
         self.stats = {"solves": 0, "recycled_solves": 0, "iterations": 0}
 
     def reset(self, ksp=None) -> None:
-        for blk in (self.U, self.AU):
+        for blk in (self.U, self.AU, getattr(self, "_spareU", None), getattr(self, "_spareC", None)):
             if blk is not None:
                 blk.destroy()
-        self.U = self.AU = None
+        self.U = self.AU = self._spareU = self._spareC = None
         self._key = None
+
+    def _replace_space(self, newU: _Block, newC: _Block) -> None:
+        """Install a new (U, A U) pair; the old blocks become the spares the next update
+        writes into, so no Vec wrappers are created in the steady state."""
+        oldU, oldC = self.U, self.AU
+        self.U, self.AU = newU, newC
+        self._spareU, self._spareC = oldU, oldC
 
     def destroy(self, ksp=None) -> None:
         self.reset()
@@ -214,11 +237,10 @@ class GCRODR(_RecyclingKSP):
         Q, R = self._block_qr(self.AU)
         keep = np.abs(np.diag(R)) > 1e-12 * max(np.abs(np.diag(R)).max(), 1e-300)
         Rinv = np.linalg.inv(R[np.ix_(keep, keep)])
-        newU = _combine(self.U.vecs[0], [(Rinv, self.U.data[keep])])
-        newC = _combine(self.U.vecs[0], [(np.eye(int(keep.sum())), Q[keep])])
-        self.U.destroy()
-        self.AU.destroy()
-        self.U, self.AU = newU, newC
+        like = self.U.vecs[0]
+        newU = _combine(like, [(Rinv, self.U.data[keep])], getattr(self, "_spareU", None))
+        newC = _combine(like, [(np.eye(int(keep.sum())), Q[keep])], getattr(self, "_spareC", None))
+        self._replace_space(newU, newC)
 
     @staticmethod
     def _block_qr(blk: _Block):
@@ -293,24 +315,29 @@ class GCRODR(_RecyclingKSP):
             z, w = Z[j], V[j + 1]
             pc.apply(V[j], z)
             A.mult(z, w)
-            # classical Gram-Schmidt against [C, V_j], repeated only when it cancelled most
-            # of w (the DGKS criterion): one pass of block dots in the usual case
-            nrm0 = w.norm()
+            # classical Gram-Schmidt against [C, V_j] on the block arrays (BLAS GEMVs, one
+            # reduction per pass), repeated only when it cancelled most of w (DGKS criterion)
+            wa = Vb.data[j + 1]
+            nrm0 = np.sqrt(Vb.allreduce(np.array([wa @ wa])))[0]
             for _ in range(2):
+                proj = Vb.data[: j + 1] @ wa
                 if kc:
-                    bj = C.dot(slice(None), w)
-                    w.maxpy(-bj, C.vecs)
+                    bj_h = Vb.allreduce(np.concatenate([C.data @ wa, proj]))
+                    bj, h = bj_h[:kc], bj_h[kc:]
+                    wa -= C.data.T @ bj
                     B[:, j] += bj
-                h = Vb.dot(slice(0, j + 1), w)
-                w.maxpy(-h, V[: j + 1])
+                else:
+                    h = Vb.allreduce(proj)
+                wa -= Vb.data[: j + 1].T @ h
                 H[: j + 1, j] += h
-                nrm = w.norm()
-                if nrm > 0.7071 * nrm0:
+                nrm = np.sqrt(Vb.allreduce(np.array([wa @ wa])))[0]
+                if nrm > 0.1 * nrm0:
                     break
                 nrm0 = nrm
             H[j + 1, j] = nrm
-            if H[j + 1, j] > 0:
-                w.scale(1.0 / H[j + 1, j])
+            if nrm > 0:
+                wa *= 1.0 / nrm
+            w.stateIncrease()  # the array changed behind PETSc's back: no stale cached norms
             j_done = j + 1
             col = H[: j + 2, j].copy()
             for i in range(j):
@@ -390,9 +417,9 @@ class GCRODR(_RecyclingKSP):
         if kc:
             partsU.append((coefU[:kc] * D[:, None], self.U.data))
             partsC.append((Q[:kc], self.AU.data))
-        newU, newC = _combine(like, partsU), _combine(like, partsC)
-        self.reset()
-        self.U, self.AU = newU, newC
+        newU = _combine(like, partsU, getattr(self, "_spareU", None))
+        newC = _combine(like, partsC, getattr(self, "_spareC", None))
+        self._replace_space(newU, newC)
 
 
 class RecyclingCG(_RecyclingKSP):
@@ -519,7 +546,6 @@ class RecyclingCG(_RecyclingKSP):
         theta, Xr = np.linalg.eigh(Sh.T @ T @ Sh)
         coef = Sh @ Xr[:, : self.k]                 # Y^T-coefficients of the k smallest Ritz vectors
         like = P.vecs[0]
-        newW = _combine(like, [(coef, Y)])
-        newAW = _combine(like, [(coef, AY)])
-        self.reset()
-        self.U, self.AU = newW, newAW
+        newW = _combine(like, [(coef, Y)], getattr(self, "_spareU", None))
+        newAW = _combine(like, [(coef, AY)], getattr(self, "_spareC", None))
+        self._replace_space(newW, newAW)
