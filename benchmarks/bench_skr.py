@@ -48,9 +48,9 @@ PAPER = [
 PCS = ["none", "jacobi", "sor", "ilu"]
 
 
-def run_chain(systems, options, prefix, warm=False):
+def run_chain(systems, options, prefix, warm=False, max_it=10000):
     comm = MPI.COMM_SELF
-    solver = KrylovSolver(comm, options=options, prefix=prefix, max_it=100000)
+    solver = KrylovSolver(comm, options=options, prefix=prefix, max_it=max_it)
     its, t, worst, prev = 0, 0.0, 0.0, None
     for s in systems:
         bn = s.b.norm()
@@ -92,8 +92,11 @@ def paper(count: int) -> None:
                              f"{i_s / count:.0f}", f"{ts / count:.4f}", f"{ib / max(i_s, 1):.1f}",
                              f"{tb / ts:.2f}",
                              f"{paper_cell[1]} / {paper_cell[0]}" if paper_cell else "",
-                             "yes" if paper_cell is None or (tb / ts >= paper_cell[0] and ib / max(i_s, 1) >= paper_cell[1]) else "no",
-                             "" if max(wb, ws) <= 1.0 + 1e-6 else "tol missed"])
+                             "-" if paper_cell is None else
+                             ("yes" if tb / ts >= paper_cell[0] and ib / max(i_s, 1) >= paper_cell[1] else "no"),
+                             "; ".join(t for t in (
+                                 "" if wb <= 1.0 + 1e-6 else "GMRES(40) stagnated: 10000-its cap hit",
+                                 "" if ws <= 1.0 + 1e-6 else "SKR hit the cap on some systems") if t)])
                 print(rows[-1], flush=True)
         for s in systems:
             s.destroy()
@@ -169,7 +172,8 @@ def bar(count: int, tol: float) -> None:
             if spd:
                 indep = {"CG+GAMG": dict(solver="cg", petsc={"pc_type": "gamg"}),
                          "CG+ICC": dict(solver="cg", petsc={"pc_type": "icc"})}
-                skr = {"sorted, warm start, CG+GAMG": dict(solver="cg", petsc={"pc_type": "gamg"}),
+                skr = {"datagen default (auto)": dict(solver="auto"),
+                       "sorted, warm start, CG+GAMG": dict(solver="cg", petsc={"pc_type": "gamg"}),
                        "sorted, warm start, CG+ICC": dict(solver="cg", petsc={"pc_type": "icc"}),
                        "sorted, recycling CG+ICC (k=20)": dict(solver="rcg", petsc={"pc_type": "icc"}),
                        "sorted, GCRO-DR(40,20)+ICC": dict(solver="gcrodr", petsc={"pc_type": "icc"})}
@@ -178,13 +182,15 @@ def bar(count: int, tol: float) -> None:
                                                                       "ksp_gmres_restart": 100}),
                          "GMRES(100)+ASM": dict(solver="gmres", petsc={"pc_type": "asm",
                                                                       "ksp_gmres_restart": 100})}
-                skr = {"sorted, GCRO-DR(40,20)+ILU": dict(solver="gcrodr", petsc={"pc_type": "ilu"}),
+                skr = {"datagen default (auto)": dict(solver="auto"),
+                       "sorted, GCRO-DR(40,20)+ILU": dict(solver="gcrodr", petsc={"pc_type": "ilu"}),
                        "sorted, warm start, GCRO-DR(40,20)+ILU": dict(solver="gcrodr",
                                                                     petsc={"pc_type": "ilu"}),
                        "sorted, GCRO-DR(40,20)+ASM": dict(solver="gcrodr", petsc={"pc_type": "asm"})}
             res_ind = {}
             for name, kw in indep.items():
-                t, s = datagen_time(family, n, opts, count, tmp, order="none", warm_start=False, tol=tol, **kw)
+                t, s = datagen_time(family, n, opts, count, tmp, order="none", warm_start=False,
+                                    reuse_matrix=False, tol=tol, **kw)
                 res_ind[name] = (t, s)
                 print(label, name, t, s["mean_iterations"], flush=True)
             best_name = min(res_ind, key=lambda k: res_ind[k][0])
@@ -193,7 +199,7 @@ def bar(count: int, tol: float) -> None:
                 rows.append([label, name + (" (strongest)" if name == best_name else ""), "independent",
                              f"{s['mean_iterations']:.1f}", f"{t * 1e3:.1f}", "1.00" if name == best_name else f"{t_best / t:.2f}", ""])
             for name, kw in skr.items():
-                warm = "warm start" in name
+                warm = "warm start" in name or "auto" in name
                 t, s = datagen_time(family, n, opts, count, tmp, order="auto", warm_start=warm, tol=tol, **kw)
                 rows.append([label, name, "SKR", f"{s['mean_iterations']:.1f}", f"{t * 1e3:.1f}",
                              f"{t_best / t:.2f}", "yes" if t_best / t >= 2 else "no"])
@@ -208,8 +214,10 @@ def bar(count: int, tol: float) -> None:
                  "goal (>= 2x) met"], rows,
                 notes=f"`hybridsolve datagen` end to end (assembly, sort, solve, verification, HDF5), "
                       f"{count} samples, tol {tol:g} on ||b - Ax|| / ||b||, serial. Independent: "
-                      "generation order, cold starts. SciPy gcrotmk: assembly + spilu + solve, no "
-                      "HDF5 or verification.")
+                      "generation order, cold starts, every system assembled and its PC set up anew "
+                      "(what a user runs without SKR). SKR: sorted chain; fixed-matrix families "
+                      "(thermal, Poisson) keep one operator and one PC set-up. SciPy gcrotmk: "
+                      "assembly + spilu + solve, no HDF5 or verification.")
 
 
 # --- scaling -----------------------------------------------------------------------------------------

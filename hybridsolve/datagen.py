@@ -72,6 +72,7 @@ class DatagenConfig:
     petsc: dict = field(default_factory=dict)        # PETSc options for the solver (no prefix)
     gcrodr_m: int = 40
     gcrodr_k: int = 20
+    reuse_matrix: bool = True                        # fixed-matrix families: one operator + PC
 
     def identity(self) -> dict:
         """The fields that define the dataset's content; a resumed run must match them."""
@@ -107,20 +108,27 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
     """The solver's name and default PETSc options for this family (command line still wins)."""
     spd = family.symmetric and family.definite
     name = cfg.solver
-    if name == "auto":
+    if name == "auto":  # the choices benchmarks/results/skr_bar.md measured fastest
         name = "cg" if spd else "gcrodr"
     if name in ("cg", "rcg") and not spd:
         raise InputError(f"datagen: solver {name} needs an SPD family; {family.name} is not "
                          "(use gcrodr or gmres)")
     opts: dict[str, Any] = {}
+    local_ilu = "icc" if spd else "ilu"
+    if cfg.mode == "domain":  # no parallel ICC/ILU in PETSc: block Jacobi with them inside
+        local = {"pc_type": "bjacobi", "sub_pc_type": local_ilu}
+    else:
+        local = {"pc_type": local_ilu}
     if name == "cg":
-        opts = {"ksp_type": "cg", "pc_type": "gamg"}
+        # a fixed matrix pays GAMG's set-up once; a changing one is cheaper with ICC
+        opts = {"ksp_type": "cg", **({"pc_type": "gamg"} if family.fixed_matrix and cfg.reuse_matrix
+                                     else local)}
     elif name == "rcg":
         opts = {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG",
-                "pc_type": "icc" if cfg.mode == "data" else "bjacobi"}
+                **local}
     elif name == "gcrodr":
         opts = {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.GCRODR",
-                "ksp_gcrodr_m": cfg.gcrodr_m, "ksp_gcrodr_k": cfg.gcrodr_k}
+                "ksp_gcrodr_m": cfg.gcrodr_m, "ksp_gcrodr_k": cfg.gcrodr_k, **local}
     elif name == "gmres":
         opts = {"ksp_type": "gmres", "ksp_gmres_restart": 40, "ksp_pc_side": "right"}
     opts["ksp_norm_type"] = "unpreconditioned"
@@ -236,9 +244,11 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     parts = Parts(Path(cfg.out))
     stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0}
     for _round in range(3):
-        _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress)
+        fresh: set[int] = set()
+        _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress, fresh)
         comm.Barrier()
-        bad = _verify(cfg, family, params, parts, comm)
+        fresh_all = set().union(*comm.allgather(fresh))
+        bad = _verify(cfg, family, params, parts, comm, fresh_all)
         stats["removed"] += bad
         if bad == 0:
             break
@@ -273,7 +283,8 @@ def _chunk(perm: np.ndarray, comm, mode: str) -> tuple[np.ndarray, Any]:
     return perm[bounds[comm.rank]: bounds[comm.rank + 1]], MPI.COMM_SELF
 
 
-def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress) -> None:
+def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress,
+                 fresh: set) -> None:
     from hybridsolve.solvers.petsc import KrylovSolver
 
     chain, sub = _chunk(perm, comm, cfg.mode)
@@ -303,19 +314,19 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                 if cfg.warm_start or family.sequential:
                     prev_x = _load_previous(parts, idx, family, params, sub, prev_x, writer, layout)
                 continue
+            reuse = family.fixed_matrix and cfg.reuse_matrix and fixed_A is not None
             system = family.system_from_params(params[idx], sub, index=idx,
-                                               previous=prev_x if family.sequential else None)
+                                               previous=prev_x if family.sequential else None,
+                                               matrix=not reuse)
             if family.sequential and prev_x is None and idx > 0:
                 raise SolverError("datagen: heat chain resumed without its previous step")
-            A = system.A
-            if family.fixed_matrix:
-                if fixed_A is None:
-                    fixed_A = A
-                else:
-                    A = fixed_A
+            A = fixed_A if reuse else system.A
+            if family.fixed_matrix and cfg.reuse_matrix and fixed_A is None:
+                fixed_A = A
             x0 = system.x0
             if cfg.warm_start and prev_x is not None and prev_x.getSize() == system.size:
                 x0 = prev_x
+            system.A = A  # the operator actually solved with (shared for fixed matrices)
             bnorm = system.b.norm()
             solver.ksp.setTolerances(rtol=0.0, atol=cfg.tol * bnorm if bnorm > 0 else cfg.tol)
             res = solver.solve(A, system.b, x0)
@@ -327,13 +338,14 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                             true_residual=res.true_residual, reason=res.reason,
                             chain_position=int(position[idx]), rank=comm.rank)
             stats["solved"] += 1
+            fresh.add(idx)
             stats.setdefault("method", solver.method())
             stats["iterations"] += res.iterations
             stats["solve_time"] += res.time
             if prev_x is not None and prev_x is not res.x:
                 prev_x.destroy()
             prev_x = res.x
-            if system.A is not fixed_A:
+            if system.A is not None and system.A is not fixed_A:
                 system.A.destroy()
             system.b.destroy()
             if system.x0 is not None:
@@ -394,18 +406,20 @@ def _fallback(A, system, res, tol, sub):
     return res2
 
 
-def _verify(cfg, family, params, parts, comm) -> int:
-    """Every sample against the true residual of its own freshly assembled system (split over
-    the ranks, each on COMM_SELF; a sequential chain on rank 0). Unreadable or failing parts
-    are removed. Returns how many, on every rank."""
-    from hybridsolve.stack import MPI
-
+def _verify(cfg, family, params, parts, comm, fresh: set) -> int:
+    """Samples not solved in this run (resumed from parts) against the true residual of their own
+    freshly assembled system (split over the ranks, each on COMM_SELF; a sequential chain on
+    rank 0). The samples solved in this run were checked against the true residual of the very
+    system they solved, before they were written. Unreadable or failing parts are removed.
+    Returns how many, on every rank."""
     if family.sequential:
+        if len(fresh) == cfg.count:
+            return 0
         bad = _verify_indices(cfg, family, params, parts, range(cfg.count), True) \
             if comm.rank == 0 else 0
         return comm.bcast(bad, root=0)
-    return comm.allreduce(_verify_indices(cfg, family, params, parts,
-                                          range(comm.rank, cfg.count, comm.size), False))
+    todo = [i for i in range(comm.rank, cfg.count, comm.size) if i not in fresh]
+    return comm.allreduce(_verify_indices(cfg, family, params, parts, todo, False))
 
 
 def _verify_indices(cfg, family, params, parts, indices, sequential) -> int:

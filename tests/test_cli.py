@@ -101,9 +101,10 @@ def test_unknown_petsc_option_warns_or_fails_when_strict():
 
 
 def test_demo_runs_and_writes_its_plot(tmp_path):
-    p = run_cli(["demo", "--n", "16", "--count", "2", "--out", str(tmp_path)], np_=2)
+    p = run_cli(["demo", "--n", "17", "--count", "4", "--out", str(tmp_path)], np_=2)
     assert p.returncode == 0, p.stderr
-    assert "CONVERGED" in p.stdout and (tmp_path / "demo_convergence.png").exists()
+    assert "vs strongest" in p.stdout and (tmp_path / "demo_speedup.png").exists()
+    assert (tmp_path / "demo_darcy_3.h5").exists()
 
 
 def test_failure_on_one_rank_ends_the_whole_job(tmp_path):

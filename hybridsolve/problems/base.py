@@ -41,11 +41,11 @@ class LinearSystem:
 
     @property
     def comm(self):
-        return self.A.getComm().tompi4py()
+        return self.b.getComm().tompi4py()
 
     @property
     def size(self) -> int:
-        return int(self.A.getSize()[0])
+        return int(self.b.getSize())
 
     def gather(self, vec) -> np.ndarray:
         """The global vector as a numpy array in canonical order, on every rank."""
@@ -160,6 +160,10 @@ class ProblemFamily(abc.ABC):
     def build(self, params: np.ndarray, comm, index: int | None, previous=None) -> LinearSystem:
         """Assemble the system for ``params`` on ``comm``."""
 
+    def build_rhs(self, params: np.ndarray, comm, index: int | None) -> LinearSystem:
+        """The right-hand side only (fixed-matrix families)."""
+        raise NotImplementedError
+
     @property
     def default_options(self) -> dict:
         if self.symmetric and self.definite:
@@ -206,13 +210,20 @@ class ProblemFamily(abc.ABC):
         return self.system_from_params(self.params(index), comm, index=index, previous=previous)
 
     def system_from_params(self, params: np.ndarray, comm=None, *, index: int | None = None,
-                           previous=None) -> LinearSystem:
-        """Assemble the system defined by a given parameter array (validated first)."""
+                           previous=None, matrix: bool = True) -> LinearSystem:
+        """Assemble the system defined by a given parameter array (validated first).
+
+        ``matrix=False`` (fixed-matrix families only) skips the matrix: ``A`` is ``None`` and
+        the caller reuses the one it has.
+        """
         from hybridsolve.stack import MPI
 
         comm = comm or MPI.COMM_WORLD
         params = self.check_params(params)
-        sys_ = self.build(params, comm, index, previous)
+        if not matrix and not self.fixed_matrix:
+            raise InputError(f"{self.name}: only fixed-matrix families can skip the matrix")
+        sys_ = self.build(params, comm, index, previous) if matrix else \
+            self.build_rhs(params, comm, index)
         sys_.meta.update(family=self.name, index=index, seed=self.seed, n=self.n,
                          count=self.count, size=sys_.size, symmetric=self.symmetric,
                          definite=self.definite, options=dict(self.opts))

@@ -157,11 +157,17 @@ class P1Problem:
 
         A = fp.assemble_matrix(self.a, bcs=self.bcs)
         A.assemble()
+        return A, self.assemble_rhs()
+
+    def assemble_rhs(self):
+        """Assemble ``b`` (with the Dirichlet lifting) for the current coefficient values."""
+        from dolfinx.fem import petsc as fp
+
         b = fp.assemble_vector(self.L)
         fp.apply_lifting(b, [self.a], bcs=[self.bcs])
         b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         fp.set_bc(b, self.bcs)
-        return A, b
+        return b
 
     def error_L2(self, uh_vec, exact, degree: int = 6) -> float:
         """``||u_h - exact||_{L2}`` for a solution vector in this space and a UFL ``exact``."""

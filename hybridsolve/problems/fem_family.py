@@ -32,6 +32,15 @@ class FEMFamily(ProblemFamily):
     def set_coefficients(self, model: Any, params: np.ndarray) -> None:
         raise NotImplementedError
 
+    def build_rhs(self, params, comm, index) -> LinearSystem:
+        model = self.model(comm)
+        self.set_coefficients(model, params)
+        b = model.problem.assemble_rhs()
+        return LinearSystem(A=None, b=b, params=params, meta={"discretization": "P1 FEM"},
+                            canonical=model.problem.canonical,
+                            local_coordinates=model.problem.local_coordinates,
+                            extra={"problem": model.problem})
+
     def build(self, params, comm, index, previous=None) -> LinearSystem:
         model = self.model(comm)
         self.set_coefficients(model, params)
