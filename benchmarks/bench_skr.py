@@ -230,8 +230,10 @@ def scaling() -> None:
     mpiexec = str(Path(py).parent / "mpiexec")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**6))
+
         def job(np_, mode, count, n=33, family="darcy", opts=("discretization=grid",)):
-            out = Path(tmp) / f"s_{np_}_{mode}_{count}_{n}.h5"
+            out = Path(tmp) / f"s_{np_}_{mode}_{count}_{n}_{next(counter)}.h5"
             cmd = [py, "-m", "hybridsolve", "datagen", "--family", family, "--n", str(n), "--count",
                    str(count), "--out", str(out), "--quiet", "--mode", mode]
             for o in opts:
