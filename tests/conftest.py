@@ -24,6 +24,11 @@ BIN = Path(sys.executable).parent
 def pytest_configure(config):
     if MPI.COMM_WORLD.rank > 0:  # one readable report: rank 0's (failures still show)
         config.option.verbose = -2
+    if MPI.COMM_WORLD.size > 1 and not config.option.basetemp:
+        # each rank its own temporary root: pytest's clean-up of old roots races otherwise
+        import tempfile
+
+        config.option.basetemp = tempfile.mkdtemp(prefix=f"hybridsolve-pytest-r{MPI.COMM_WORLD.rank}-")
 
 
 @pytest.fixture

@@ -249,7 +249,8 @@ def _demo_runs(family: str) -> list:
         (f"SKR: sorted + GCRO-DR(40,20), PC {pc} (the paper's method)",
          dict(solver="gcrodr", order="auto", warm_start=False, petsc={"pc_type": pc})),
         (f"independent {strongest[1]} (strongest independent)",
-         dict(order="none", warm_start=False, reuse_matrix=False, **strongest[0])),
+         dict(order="none", warm_start=False, reuse_matrix=False, reuse_pattern=False,
+              **strongest[0])),
         ("datagen default (SKR mode, auto)", dict()),
     ]
 

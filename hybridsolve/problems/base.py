@@ -111,6 +111,11 @@ class ProblemFamily(abc.ABC):
     sequential: ClassVar[bool] = False
     #: the matrix is the same for every system (only the right-hand side changes)
     fixed_matrix: ClassVar[bool] = False
+
+    @property
+    def fixed_pattern(self) -> bool:
+        """Whether every system's matrix has the same sparsity pattern (values may differ)."""
+        return True
     min_n: ClassVar[int] = 2
     options: ClassVar[dict[str, FamilyOption]] = {}
 

@@ -38,6 +38,10 @@ class GridPoisson(ProblemFamily):
     def shape(self) -> tuple[int, ...]:
         return (self.n,) * self.opts["dim"]
 
+    @property
+    def fixed_pattern(self) -> bool:
+        return self.opts["obstacles"] == 0  # obstacles remove couplings: patterns differ
+
     def param_shape(self):
         return (2, *self.shape)
 
