@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-from scipy.interpolate import RegularGridInterpolator
 
 from hybridsolve.errors import InputError
 from hybridsolve.problems.base import (MATFREE_DEFAULTS, OPERATOR_OPTION, FamilyOption,
@@ -85,6 +84,8 @@ class Darcy(FEMFamily):
         return SimpleNamespace(problem=problem, kappa=kappa)
 
     def set_coefficients(self, model, params):
+        from scipy.interpolate import RegularGridInterpolator  # 0.5 s to import: only when needed
+
         nodes = np.linspace(0.0, 1.0, self.n + 1)
         interp = RegularGridInterpolator((nodes, nodes), params)
         x = model.kappa.function_space.tabulate_dof_coordinates()

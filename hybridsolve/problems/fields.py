@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.polynomial import chebyshev
-from scipy import ndimage
 
 __all__ = ["gaussian_random_field", "chebyshev_coefficients", "chebyshev_eval",
            "fourier_field", "random_obstacles"]
@@ -66,6 +65,8 @@ def random_obstacles(rng: np.random.Generator, shape: tuple[int, ...], count: in
     Boxes keep at least one cell from the domain boundary. Fluid regions the solids cut off
     from the boundary (they would make the Neumann/Dirichlet problem singular) become solid.
     """
+    from scipy import ndimage  # a third of a second to import: only when obstacles are drawn
+
     mask = np.ones(shape, dtype=bool)
     for _ in range(count):
         sl = []
