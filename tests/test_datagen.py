@@ -124,9 +124,9 @@ def test_kill_minus_9_then_resume(victim, tmp_path):
                             start_new_session=True)
     parts = Path(str(out) + ".parts")
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("s*.npz"))) < 20:
+    while time.time() < deadline and len(list(parts.glob("s*.npy"))) < 20:
         time.sleep(0.05)
-    done_before = len(list(parts.glob("s*.npz")))
+    done_before = len(list(parts.glob("s*.npy")))
     assert 0 < done_before < 120, "the run finished before it could be killed: make it bigger"
     if victim == "rank":
         ranks = [int(p) for p in subprocess.run(["pgrep", "-f", f"hybridsolve datagen.*{out}"],
