@@ -149,6 +149,15 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
     return name, opts
 
 
+def _is_direct(opts: dict) -> bool:
+    """Whether the chain's KSP is ``preonly`` (the command line's -datagen_ksp_type wins)."""
+    from hybridsolve.stack import PETSc
+
+    db = PETSc.Options()
+    kind = db.getString("datagen_ksp_type") if db.hasName("datagen_ksp_type") else opts.get("ksp_type")
+    return kind == "preonly"
+
+
 def _shares_pattern(cfg: DatagenConfig, family) -> bool:
     """Systems can be copied into one assembled Mat object (same sparsity pattern, AIJ)."""
     return (cfg.reuse_pattern and family.fixed_pattern and not family.fixed_matrix
@@ -387,7 +396,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
             x0 = system.x0
             if cfg.warm_start and prev_x is not None and prev_x.getSize() == system.size:
                 x0 = prev_x
-            if solver.ksp.getType() == "preonly":  # a direct solve takes no initial guess
+            if _is_direct(candidates[active][0]):  # a direct solve takes no initial guess
                 x0 = None
             system.A = A  # the operator actually solved with (shared for fixed matrices)
             bnorm = system.b.norm()

@@ -161,3 +161,32 @@ def test_datagen_cli_under_mpiexec(tmp_path):
     assert prov["method"] == "gcrodr+jacobi"
     p = run_cli(["datagen", "--family", "darcy", "--n", "8", "--count", "3", "--out", str(out)], np_=2)
     assert p.returncode == 2 and "another configuration" in p.stderr
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("family,n,opts", [("heat", 8, {}), ("poisson", 8, {}),
+                                           ("darcy", 12, {"discretization": "grid"})])
+def test_interrupted_then_resumed_in_process(family, n, opts, tmp_path, monkeypatch):
+    """An exception after a few samples (a stand-in for a kill), then the same call again:
+    sequential (heat), fixed-matrix (poisson) and trial-selecting (darcy auto) chains resume."""
+    from hybridsolve import datagen
+
+    out = tmp_path / "r.h5"
+    cfg = dict(family=family, n=n, count=10, out=str(out), options=opts)
+    real_write, calls = datagen.Parts.write, {"n": 0}
+
+    def flaky(self, index, x, **fields):
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        calls["n"] += 1
+        real_write(self, index, x, **fields)
+
+    monkeypatch.setattr(datagen.Parts, "write", flaky)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(DatagenConfig(**cfg), MPI.COMM_SELF, progress=False)
+    monkeypatch.setattr(datagen.Parts, "write", real_write)
+    s = run(DatagenConfig(**cfg), MPI.COMM_SELF, progress=False)
+    assert s["resumed"] == 4 and s["status"] == "complete"
+    _check_dataset(out, family, n, 10, 1e-8, **opts)
+    if family == "darcy":
+        assert load(out)["provenance"]["method"] in ("cg+gamg", "cg+icc")
