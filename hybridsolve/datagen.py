@@ -119,7 +119,9 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
                          "(use gcrodr or gmres)")
     opts: dict[str, Any] = {}
     local_ilu = "icc" if spd else "ilu"
-    if cfg.mode == "domain":  # no parallel ICC/ILU in PETSc: block Jacobi with them inside
+    if family.opts.get("operator") == "matfree":  # no factorisation of a python Mat: SOR
+        local = {"pc_type": "sor"}
+    elif cfg.mode == "domain":  # no parallel ICC/ILU in PETSc: block Jacobi with them inside
         local = {"pc_type": "bjacobi", "sub_pc_type": local_ilu}
     else:
         local = {"pc_type": local_ilu}

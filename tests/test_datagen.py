@@ -53,6 +53,7 @@ def _check_dataset(path, family, n, count, tol, **opts):
 @pytest.mark.parametrize("family,n,opts", [
     ("darcy", 12, {"discretization": "grid"}), ("darcy", 8, {}), ("poisson", 8, {}),
     ("thermal", 4, {}), ("helmholtz", 24, {}), ("heat", 8, {}), ("grid", 6, {"dim": 3}),
+    ("grid", 8, {"operator": "matfree", "obstacles": 1}), ("heat", 8, {"operator": "matfree"}),
 ])
 def test_datagen_every_family(family, n, opts, shared_dir, comm):
     out = shared_dir / f"{family}.h5"
