@@ -163,17 +163,12 @@ class StencilOperator:
     # -- hybridsolve --------------------------------------------------------------------
     def assembled(self) -> PETSc.Mat:
         """The same operator as an AIJ matrix with the same row layout (for checks, GAMG)."""
-        from hybridsolve.problems.grid import stencil_rows
+        from hybridsolve.problems.grid import stencil_csr
         from hybridsolve.problems.petsc import mat_from_local_csr
-        import scipy.sparse as sp
 
         n = int(np.prod(self.shape))
         r0, r1 = self.p0 * self.plane, self.p1 * self.plane
-        full = self._global_faces()
-        r, c, v = stencil_rows(self.shape, np.arange(r0, r1), faces=full, shift=self.shift)
-        local = sp.csr_matrix((v, (r - r0, c)), shape=(r1 - r0, n))
-        local.sum_duplicates()
-        local.sort_indices()
+        local = stencil_csr(self.shape, r0, r1, faces=self._global_faces(), shift=self.shift)
         return mat_from_local_csr(self.comm, n, local)
 
     def _global_faces(self) -> list[np.ndarray]:

@@ -97,7 +97,7 @@ def grid_system(comm: MPI.Comm, shape: tuple[int, ...], rhs: np.ndarray, *, matf
     (``matfree=True``): a PETSc ``Mat`` of python type on whole-plane slabs along axis 0, whose
     ``mult``/``SOR`` are the Numba kernels (:mod:`hybridsolve.operators.petsc`).
     """
-    from hybridsolve.problems.grid import face_coefficients, grid_points, stencil_rows
+    from hybridsolve.problems.grid import face_coefficients, grid_points, stencil_csr
 
     n = int(np.prod(shape))
     if faces is None:
@@ -111,11 +111,7 @@ def grid_system(comm: MPI.Comm, shape: tuple[int, ...], rhs: np.ndarray, *, matf
         A = create_stencil_mat(comm, shape, faces, shift=shift)
     else:
         r0, r1 = ownership_range(comm, n)
-        r, c, v = stencil_rows(shape, np.arange(r0, r1), faces=faces, shift=shift)
-        local = sp.csr_matrix((v, (r - r0, c)), shape=(r1 - r0, n))
-        local.sum_duplicates()
-        local.sort_indices()
-        A = mat_from_local_csr(comm, n, local)
+        A = mat_from_local_csr(comm, n, stencil_csr(shape, r0, r1, faces=faces, shift=shift))
     b = vec_from_local(comm, n, np.asarray(rhs, dtype=float).reshape(-1)[r0:r1])
     rows = np.arange(r0, r1)
     return A, b, rows, grid_points(shape, rows)

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from hybridsolve.errors import InputError
+from hybridsolve.solvers.petsc import operator_key
 from hybridsolve.stack import PETSc
 
 __all__ = ["GCRODR", "RecyclingCG"]
@@ -137,12 +138,6 @@ class _RecyclingKSP:
     def size(self) -> int:
         return 0 if self.U is None else len(self.U)
 
-    @staticmethod
-    def _operator_key(A):
-        """A unique object id (never reused, unlike an address) and PETSc's state counter,
-        which increases on every change of the matrix values."""
-        return (A.getId(), A.stateGet())
-
     def _begin(self, ksp, b, x):
         A, _ = ksp.getOperators()
         n = A.getSize()[0]
@@ -168,7 +163,7 @@ class _RecyclingKSP:
         """``AU = A U`` for the current operator (k products); False when nothing to recycle."""
         if self.U is None or not len(self.U):
             return False
-        key = self._operator_key(A)
+        key = operator_key(A)
         if key != self._key:
             if self.AU is None or len(self.AU) != len(self.U):
                 if self.AU is not None:
@@ -269,7 +264,7 @@ class GCRODR(_RecyclingKSP):
         reason = self._log(ksp, its, rnorm)
         if reason == 0 and self._apply_to_space(A):
             self._orthonormalise_C()
-            self._key = self._operator_key(A)
+            self._key = operator_key(A)
             c = self.AU.dot(slice(None), r)          # x += U C^T r, r -= C C^T r
             x.maxpy(c, self.U.vecs)
             r.maxpy(-c, self.AU.vecs)
@@ -282,7 +277,7 @@ class GCRODR(_RecyclingKSP):
                 reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
                 break
             its, reason = self._cycle(ksp, A, pc, x, r, rnorm, kc, steps, its, maxit)
-            self._key = self._operator_key(A)  # the new C was built with this operator
+            self._key = operator_key(A)  # the new C was built with this operator
             A.mult(x, r)                         # the true residual after every cycle
             r.aypx(-1.0, b)
             rnorm = r.norm()
@@ -521,7 +516,7 @@ class RecyclingCG(_RecyclingKSP):
         self._finish(ksp, its, rnorm, reason)
         if reason > 0 and nstored:
             self._update_space(P, AP, nstored)
-            self._key = self._operator_key(A)
+            self._key = operator_key(A)
         for v in (r, z, p, q):
             v.destroy()
 

@@ -66,6 +66,12 @@ def method_options(method: str | None, *, omega: float | None = None,
     return opts
 
 
+def operator_key(A: PETSc.Mat) -> tuple[int, int]:
+    """Identity and state of an operator: PETSc's unique object id (never reused, unlike an
+    address) and its state counter, which PETSc increases on every change of the values."""
+    return (A.getId(), A.stateGet())
+
+
 def check_omega(omega: Any) -> float:
     try:
         w = float(omega)
@@ -145,6 +151,7 @@ class KrylovSolver:
         self._options.update(method_options(method, omega=omega, sor_type=sor_type))
         self._check_symmetric = check_symmetric
         self._checked: tuple | None = None
+        self._n: int | None = None
         for key, val in (("ksp_rtol", rtol), ("ksp_atol", atol), ("ksp_max_it", max_it)):
             if val is not None:
                 if not np.isfinite(val) or val < 0:
@@ -178,7 +185,7 @@ class KrylovSolver:
         """
         _check_sizes(A, b, x0)
         n = A.getSize()[0]
-        if getattr(self, "_n", n) != n:
+        if self._n is not None and self._n != n:
             raise InputError(f"{self._prefix or 'solve'}: the operator's size changed from "
                              f"{self._n} to {n} inside a sequence; use a new KrylovSolver")
         self._n = n
@@ -264,7 +271,7 @@ class KrylovSolver:
             raise InputError("the initial guess holds NaN or Inf")
         if not self._check_symmetric or self._ksp.getType() not in ("cg", "pipecg", "fcg"):
             return
-        key = (A.handle, A.stateGet())
+        key = operator_key(A)
         if self._checked == key or A.getType() == "python":
             return
         known, sym = A.isSymmetricKnown()
