@@ -16,7 +16,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from hybridsolve.errors import InputError
 
-__all__ = ["parse_args", "insert_args", "defaults_under_prefix", "unused_options", "check_prefix"]
+__all__ = ["parse_args", "insert_args", "defaults_under_prefix", "unused_options", "check_prefix",
+           "check_omega"]
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # Options PETSc reads at initialisation or finalisation, never through a solver object.
@@ -117,3 +118,14 @@ def unused_options() -> list[str]:
         if not opts.used(name):
             left.append("-" + name)
     return sorted(left)
+
+
+def check_omega(omega: Any) -> float:
+    """The SOR relaxation factor as a float, or :class:`InputError` when outside (0, 2)."""
+    try:
+        w = float(omega)
+    except (TypeError, ValueError):
+        raise InputError(f"SOR relaxation factor omega={omega!r} is not a number") from None
+    if not 0.0 < w < 2.0:
+        raise InputError(f"SOR relaxation factor omega={w:g} is outside (0, 2): SOR diverges there")
+    return w

@@ -15,7 +15,7 @@ from numba import get_num_threads, njit, prange
 from hybridsolve.kernels._jit import serial_and_parallel
 from hybridsolve.kernels.stencil import PARALLEL_MIN
 
-__all__ = ["unsigned", "spmv", "diagonal", "diagonal_positions", "sor_lex", "greedy_colouring", "colour_groups", "sor_multicolour",
+__all__ = ["unsigned", "spmv", "diagonal", "diagonal_positions", "sor_lex", "sor_solve", "greedy_colouring", "colour_groups", "sor_multicolour",
            "sweep"]
 
 
@@ -109,6 +109,36 @@ def sor_lex(indptr, indices, data, dpos, idiag, b, x, omega, direction):
     else:
         for ii in range(n):
             _row_update(indptr, indices, data, dpos, idiag, b, x, omega, n - 1 - ii, True)
+
+
+@njit(cache=True, boundscheck=False)
+def sor_solve(indptr, indices, data, dpos, idiag, b, x, omega, rtol, max_it, r):
+    """Stationary forward SOR from ``x`` (in place) until ``||b - A x|| <= rtol ||b - A x0||``.
+
+    Returns the number of sweeps (``max_it`` when the tolerance was not met). ``r`` is a work
+    vector of the size of ``b``. The residual is recomputed after every sweep.
+    """
+    n = indptr.size - 1
+    norm0 = 0.0
+    for i in range(n):
+        acc = b[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            acc -= data[p] * x[indices[p]]
+        norm0 += acc * acc
+    target = rtol * rtol * norm0
+    for k in range(1, max_it + 1):
+        for i in range(n):
+            _row_update(indptr, indices, data, dpos, idiag, b, x, omega, i, False)
+        nrm = 0.0
+        for i in range(n):
+            acc = b[i]
+            for p in range(indptr[i], indptr[i + 1]):
+                acc -= data[p] * x[indices[p]]
+            r[i] = acc
+            nrm += acc * acc
+        if nrm < target or not nrm < 1e300:
+            return k if nrm < target else -k
+    return max_it
 
 
 @njit(cache=True)

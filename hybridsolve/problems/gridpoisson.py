@@ -77,16 +77,27 @@ def heat_kappa(t: float) -> float:
     return float(max(0.1 * s, -10.0 * s))
 
 
+def bump(X: np.ndarray, Y: np.ndarray, cx: float, cy: float, radius: float) -> np.ndarray:
+    """The smooth compactly supported bump ``exp(1 - 1 / (1 - r^2))``, ``r = |x - c| / radius``."""
+    r2 = np.minimum(((X - cx) ** 2 + (Y - cy) ** 2) / radius ** 2, 1.0)
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where(r2 < 1.0, np.exp(1.0 - 1.0 / np.maximum(1.0 - r2, 1e-300)), 0.0)
+
+
 @register
 class Heat(ProblemFamily):
     """2-D heat equation ``u_t = kappa(t) Laplace(u) + f(x, t)``, Crank–Nicolson, one system per step.
 
-    5-point Laplacian ``L`` on ``n^2`` interior points of the unit square, ``u = 0`` on the
-    boundary. Step ``i`` solves ``(I + dt/2 kappa_{i+1} L) u_{i+1} = (I - dt/2 kappa_i L) u_i +
-    dt f(t_{i+1/2})`` with ``kappa(t) = max(0.1 sin 2 pi t, -10 sin 2 pi t)`` and ``f`` a Gaussian
-    bump circling the centre. The initial state is a smooth random field from the seed.
+    The setting of Khodak et al.'s bandit-SOR heat experiment (ICLR 2024): 5-point Laplacian
+    ``L`` on ``n^2`` interior points of the unit square (``nx = n + 1`` intervals), ``u = 0`` on
+    the boundary; step ``i`` solves ``(I + dt/2 k L) u_{i+1} = (I - dt/2 k L) u_i + dt f`` with
+    ``k = kappa`` and ``f`` at the half step ``t_i + dt/2``, ``kappa(t) = max(0.1 sin 2 pi t,
+    -10 sin 2 pi t)``, ``f`` a bump of radius ``width`` and height ``amplitude`` circling the
+    centre at radius 1/4, ``revolutions`` times per unit time; the initial state a bump of radius
+    1/4 in the centre (or, ``initial=random``, a smooth random field from the seed). The seed also
+    sets the forcing's phase unless ``phase`` is given (``phase=0`` is the paper's).
     Sequential: system ``i > 0`` needs the solution of system ``i - 1`` (``previous``), which is
-    also its recommended initial guess (warm start). Parameter array ``[t_{i+1}, kappa_{i+1}]``.
+    also its recommended initial guess (warm start). Parameter array ``[t_{i+1}, kappa]``.
     """
 
     name = "heat"
@@ -95,8 +106,11 @@ class Heat(ProblemFamily):
     sequential = True
     options = {
         "dt": FamilyOption(1e-3, float, "time step"),
-        "amplitude": FamilyOption(10.0, float, "forcing amplitude"),
-        "width": FamilyOption(0.1, float, "forcing bump width"),
+        "amplitude": FamilyOption(32.0, float, "forcing amplitude"),
+        "width": FamilyOption(0.125, float, "forcing bump radius"),
+        "revolutions": FamilyOption(8.0, float, "forcing revolutions per unit time"),
+        "phase": FamilyOption(None, float, "forcing phase in radians (default: from the seed)"),
+        "initial": FamilyOption("bump", str, "initial state: bump or random", ("bump", "random")),
         "operator": OPERATOR_OPTION,
     }
 
@@ -113,32 +127,37 @@ class Heat(ProblemFamily):
 
     def sample_params(self, rng, index):
         t = (index + 1) * self.opts["dt"]
-        return np.array([t, heat_kappa(t)])
+        return np.array([t, heat_kappa(t - 0.5 * self.opts["dt"])])
 
     def phase(self) -> float:
+        if self.opts["phase"] is not None:
+            return float(self.opts["phase"])
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**32 - 1, 2**32 - 1]))
         return float(rng.uniform(0, 2 * np.pi))
 
+    def _grid(self):
+        x = np.arange(1, self.n + 1) / (self.n + 1)
+        return np.meshgrid(x, x, indexing="ij")
+
     def initial_state(self) -> np.ndarray:
+        if self.opts["initial"] == "bump":
+            X, Y = self._grid()
+            return bump(X, Y, 0.5, 0.5, 0.25)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 2**32 - 1, 2**32 - 2]))
         return fourier_field(rng, self.shape, 3)
 
     def forcing(self, t: float) -> np.ndarray:
-        n = self.n
-        x = np.arange(1, n + 1) / (n + 1)
-        X, Y = np.meshgrid(x, x, indexing="ij")
-        ph = 2 * np.pi * t + self.phase()
+        X, Y = self._grid()
+        ph = 2 * np.pi * self.opts["revolutions"] * t + self.phase()
         cx, cy = 0.5 + 0.25 * np.cos(ph), 0.5 + 0.25 * np.sin(ph)
-        w = self.opts["width"]
-        return self.opts["amplitude"] * np.exp(-((X - cx) ** 2 + (Y - cy) ** 2) / (2 * w * w))
+        return self.opts["amplitude"] * bump(X, Y, cx, cy, self.opts["width"])
 
     def build(self, params, comm, index, previous=None) -> LinearSystem:
         from hybridsolve.problems.petsc import grid_system, ownership_range, vec_from_local
 
         dt = self.opts["dt"]
-        t_next, k_next = params
+        t_next, kappa = params
         t_prev = t_next - dt
-        k_prev = heat_kappa(t_prev)
         N = self.n * self.n
         if self.opts["operator"] == "matfree":
             from hybridsolve.operators.petsc import slab_range
@@ -166,19 +185,19 @@ class Heat(ProblemFamily):
         # L (the Laplacian) for the right-hand side; A = I + dt/2 k L for the system
         L, _, canon, coords = grid_system(comm, self.shape, zero, faces=faces, matfree=matfree)
         if matfree:
-            c = 0.5 * dt * k_next
+            c = 0.5 * dt * kappa
             A, _, _, _ = grid_system(comm, self.shape, zero, faces=[c * w for w in faces],
                                      shift=1.0, matfree=True)
         else:
             A = L.copy()
-            A.scale(0.5 * dt * k_next)
+            A.scale(0.5 * dt * kappa)
             A.shift(1.0)
         if previous.getOwnershipRange() != A.getOwnershipRangeColumn():
             raise InputError("heat: previous solution is not laid out like this system "
                              "(built with another operator option or communicator?)")
         b = previous.duplicate()
         L.mult(previous, b)                          # b = L u
-        b.aypx(-0.5 * dt * k_prev, previous)         # b = u - dt/2 k L u
+        b.aypx(-0.5 * dt * kappa, previous)         # b = u - dt/2 k L u
         r0, r1 = b.getOwnershipRange()
         b.getArray()[:] += dt * f.reshape(-1)[r0:r1]
         x0 = previous.copy()
@@ -187,6 +206,6 @@ class Heat(ProblemFamily):
             previous.destroy()
         return LinearSystem(A=A, b=b, params=params, x0=x0,
                             meta={"discretization": "5-point grid, Crank-Nicolson", "t": float(t_next),
-                                  "dt": dt, "kappa": float(k_next), "operator": self.opts["operator"]},
+                                  "dt": dt, "kappa": float(kappa), "operator": self.opts["operator"]},
                             canonical=canon, local_coordinates=coords,
                             default_options=dict(MATFREE_DEFAULTS) if matfree else {})

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError, NotSPDError, SolverError
-from hybridsolve.options import check_prefix, defaults_under_prefix
+from hybridsolve.options import check_omega, check_prefix, defaults_under_prefix
 from hybridsolve.solvers.result import SolveResult
 from hybridsolve.stack import MPI, PETSc
 
@@ -70,16 +70,6 @@ def operator_key(A: PETSc.Mat) -> tuple[int, int]:
     """Identity and state of an operator: PETSc's unique object id (never reused, unlike an
     address) and its state counter, which PETSc increases on every change of the values."""
     return (A.getId(), A.stateGet())
-
-
-def check_omega(omega: Any) -> float:
-    try:
-        w = float(omega)
-    except (TypeError, ValueError):
-        raise InputError(f"SOR relaxation factor omega={omega!r} is not a number") from None
-    if not 0.0 < w < 2.0:
-        raise InputError(f"SOR relaxation factor omega={w:g} is outside (0, 2): SOR diverges there")
-    return w
 
 
 def reason_name(reason: int) -> str:
