@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_convergence"]
+__all__ = ["plot_convergence", "plot_tuning"]
 
 
 def plot_convergence(results: Sequence, path: str | Path, title: str = "",
@@ -36,6 +36,37 @@ def plot_convergence(results: Sequence, path: str | Path, title: str = "",
     ax.grid(True, which="both", alpha=0.3)
     if len(results) <= 12:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_tuning(costs: np.ndarray, values: np.ndarray, path: str | Path, *,
+                baselines: dict | None = None, cost_label: str = "iterations",
+                value_label: str = "omega", title: str = "") -> Path:
+    """A tuned sequence at a glance: cumulative cost (with constant-cost baselines, e.g. a fixed
+    omega's per-solve costs) and the value chosen at each solve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
+    a1.plot(np.cumsum(costs), lw=1.5, label="tuned")
+    for name, c in (baselines or {}).items():
+        a1.plot(np.cumsum(c), lw=1.0, ls="--", label=name)
+    a1.set_xlabel("solve")
+    a1.set_ylabel(f"cumulative {cost_label}")
+    a1.grid(True, alpha=0.3)
+    a1.legend(fontsize=8)
+    a2.plot(values, ".", ms=2)
+    a2.set_xlabel("solve")
+    a2.set_ylabel(f"{value_label} chosen")
+    a2.grid(True, alpha=0.3)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -82,6 +82,37 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--gcrodr-k", type=int, default=20, help="GCRO-DR recycle size (default 20)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    t = add("tune", "learn SOR's omega (or any PETSc option) online across a sequence of "
+                    "systems with a bandit learner (Khodak et al., ICLR 2024)")
+    t.add_argument("--family", required=True, help="family name (see 'hybridsolve problems')")
+    t.add_argument("--n", type=int, required=True, help="size parameter of the family")
+    t.add_argument("--count", type=int, required=True, help="number of systems (rounds)")
+    t.add_argument("--seed", type=int, default=0, help="random seed of the family (default 0)")
+    t.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="family option")
+    t.add_argument("--learner", default="tsallis",
+                   help="tsallis, binned-tsallis, chebcb or fixed (default tsallis)")
+    t.add_argument("--learner-seed", type=int, default=0, help="seed of the learner (default 0)")
+    t.add_argument("--method", help="sor or ssor-pcg for omega (default ssor-pcg); any method "
+                                    "(pcg, gcrodr, ...) or PETSc options with --option")
+    t.add_argument("--values", help="values to choose from: comma list, or start:stop:count "
+                                    "(default: 20 omegas in [1, 1.95])")
+    t.add_argument("--option", help="tune this PETSc option (without dash and prefix) instead "
+                                    "of omega, e.g. ksp_gcrodr_k; needs --values")
+    t.add_argument("--context", help="context of a system: meta:<key>, param:<i> or none "
+                                     "(default: the family's, e.g. heat's kappa)")
+    t.add_argument("--context-range", help="low,high of the context (default: the family's)")
+    t.add_argument("--bins", type=int, default=5, help="bins of binned-tsallis (default 5)")
+    t.add_argument("--cost", choices=["iterations", "time"], default=None,
+                   help="what the learner minimises (default: iterations for omega, time for "
+                        "--option)")
+    t.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
+    t.add_argument("--prefix", default="", help="PETSc options prefix of the solver")
+    t.add_argument("--checkpoint", type=Path, help="learner checkpoint (JSON): resumed if it "
+                                                   "exists, written after every solve")
+    t.add_argument("--json", type=Path, help="write per-solve results and the learner state")
+    t.add_argument("--plot", type=Path, help="write a plot (PNG) of cumulative cost and values")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
     d = add("demo", "the main job on an embedded default: Darcy and Helmholtz datasets generated "
                     "with and without SKR, with the speed-up table")
     d.add_argument("--n", type=int, default=65, help="grid size parameter (default 65: 4096 unknowns)")
@@ -234,6 +265,78 @@ def cmd_datagen(args: argparse.Namespace, comm) -> int:
     return 0
 
 
+def _values(text: str | None):
+    import numpy as np
+
+    if text is None:
+        return None
+    try:
+        if ":" in text:
+            a, b, k = text.split(":")
+            return np.linspace(float(a), float(b), int(k))
+        return np.array([float(v) for v in text.split(",") if v.strip()])
+    except ValueError:
+        raise InputError(f"--values: expected a comma list or start:stop:count, got {text!r}") from None
+
+
+def cmd_tune(args: argparse.Namespace, comm) -> int:
+    import numpy as np
+
+    from hybridsolve.parallel import print0
+    from hybridsolve.problems import get_family
+    from hybridsolve.solvers.petsc import KrylovSolver
+    from hybridsolve.tuning.petsc import OptionsTuner, SORTuner, run_tuned_sequence
+
+    family = get_family(args.family, args.n, args.count, args.seed, **_family_opts(args.opt))
+    context = args.context if args.context is not None else family.tuning_context
+    crange = family.tuning_context_range
+    if args.context_range is not None:
+        try:
+            crange = tuple(float(v) for v in args.context_range.split(","))
+        except ValueError:
+            raise InputError(f"--context-range: expected low,high, got {args.context_range!r}") from None
+    values = _values(args.values)
+    kwargs = {"bins": args.bins} if args.learner.replace("_", "-") == "binned-tsallis" else {}
+    if args.option:
+        if values is None:
+            raise InputError("--option needs --values, the candidate values")
+        solver = KrylovSolver(comm, prefix=args.prefix, rtol=args.rtol, method=args.method)
+        tuner = OptionsTuner(solver, args.option, values, args.learner, cost=args.cost or "time",
+                             context_range=crange, seed=args.learner_seed,
+                             checkpoint=args.checkpoint, **kwargs)
+    else:
+        solver = KrylovSolver(comm, prefix=args.prefix, rtol=args.rtol,
+                              method=args.method or "ssor-pcg")
+        tuner = SORTuner(solver, args.learner, omegas=values, cost=args.cost or "iterations",
+                         context_range=crange, seed=args.learner_seed,
+                         checkpoint=args.checkpoint, **kwargs)
+    what = f"-{args.option}" if args.option else "omega"
+    print0(f"hybridsolve tune: {family!r} on {comm.size} rank(s); learner {tuner.learner.kind} "
+           f"over {tuner.learner.n_arms} values of {what}, cost {tuner.cost}, context "
+           f"{context or 'none'}", comm=comm)
+    results = run_tuned_sequence(family, tuner, context=context, progress=not args.quiet)
+    _summary(results, comm)
+    print0(tuner.summary(), comm=comm)
+    if comm.rank == 0 and args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "family": family.describe(), "n": family.n, "seed": family.seed, "ranks": comm.size,
+            "tuned": args.option or "pc_sor_omega", "cost": tuner.cost,
+            "values": [float(v) for v in tuner.values],
+            "contexts": [r.info.get("context") for r in results],
+            "results": [r.to_dict() for r in results],
+            "learner": tuner.learner.state_dict()}, indent=1))
+    if comm.rank == 0 and args.plot:
+        from hybridsolve.plotting import plot_tuning
+
+        costs = [r.iterations if tuner.cost == "iterations" else r.time for r in results]
+        plot_tuning(np.array(costs, dtype=float), np.array(tuner.values), args.plot,
+                    cost_label=tuner.cost, value_label=what,
+                    title=f"{family.name}, n={family.n}: {tuner.learner.kind}")
+        print0(f"wrote {args.plot}", comm=comm)
+    return 0
+
+
 def _demo_runs(family: str) -> list:
     """The four ways the demo generates a family's dataset (strongest independent solvers as
     measured in benchmarks/results/skr_bar.md)."""
@@ -333,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_solve(args, comm)
         if args.command == "datagen":
             return cmd_datagen(args, comm)
+        if args.command == "tune":
+            return cmd_tune(args, comm)
         if args.command == "demo":
             return cmd_demo(args, comm)
         raise InputError(f"unknown command {args.command}")  # pragma: no cover

@@ -109,6 +109,10 @@ class ProblemFamily(abc.ABC):
     symmetric: ClassVar[bool] = True
     definite: ClassVar[bool] = True
     sequential: ClassVar[bool] = False
+    #: the scalar that describes a system for contextual tuning (``meta:<key>`` or
+    #: ``param:<i>``) and the range it falls in, when the family has a natural one
+    tuning_context: ClassVar[str | None] = None
+    tuning_context_range: ClassVar[tuple[float, float] | None] = None
     #: the matrix is the same for every system (only the right-hand side changes)
     fixed_matrix: ClassVar[bool] = False
 

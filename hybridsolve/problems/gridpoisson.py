@@ -104,6 +104,8 @@ class Heat(ProblemFamily):
     summary = "2-D heat equation, Crank-Nicolson, time-varying diffusion; sequential, warm-started"
     size_doc = "interior points per side: n^2 unknowns"
     sequential = True
+    tuning_context = "meta:kappa"         # the diffusion coefficient of the step
+    tuning_context_range = (0.0, 10.0)    # kappa's range
     options = {
         "dt": FamilyOption(1e-3, float, "time step"),
         "amplitude": FamilyOption(32.0, float, "forcing amplitude"),

@@ -287,3 +287,63 @@ class OptionsTuner(_Tuner):
         if first:
             self.solver._options.pop(self.option, None)
         return result
+
+
+def context_of(system, spec: str | None) -> float | None:
+    """The scalar context of a system: ``meta:<key>`` (e.g. ``meta:kappa``), ``param:<i>`` (entry
+    ``i`` of the flattened parameter array), or ``None``/``"none"`` for no context."""
+    if spec is None or spec == "none":
+        return None
+    kind, _, key = spec.partition(":")
+    if kind == "meta" and key in system.meta:
+        return float(system.meta[key])
+    if kind == "param":
+        try:
+            return float(np.asarray(system.params).reshape(-1)[int(key)])
+        except (ValueError, IndexError):
+            pass
+    raise InputError(f"context {spec!r} is not available: use meta:<key> with a key of "
+                     f"{sorted(k for k, v in system.meta.items() if isinstance(v, (int, float)))}, "
+                     f"param:<index> (< {np.asarray(system.params).size}), or none")
+
+
+def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
+                       progress: bool = False, every: int = 0) -> list[SolveResult]:
+    """Solve every system of ``family`` through ``tuner`` (warm starts and the previous
+    solution for sequential families, as the family recommends); returns the results.
+
+    ``progress`` shows a progress bar on rank 0; ``every > 0`` prints one line per ``every``
+    solves instead.
+    """
+    from hybridsolve.parallel import print0
+
+    comm = tuner.comm
+    bar = None
+    if progress and comm.rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=family.count, desc=f"tune {family.name}", unit="solve")
+    previous = None
+    results = []
+    for i in range(family.count):
+        system = family.system(i, comm, previous=previous)
+        res = tuner.solve(system.A, system.b, system.x0, context=context_of(system, context))
+        res.info["context"] = context_of(system, context)
+        if previous is not None:
+            previous.destroy()
+        previous = res.x if family.sequential else None
+        if not family.sequential:
+            res.x.destroy()
+            res.x = None
+        results.append(res)
+        system.destroy()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(its=res.iterations, value=f"{res.info['value']:g}")
+        if every and (i + 1) % every == 0:
+            print0(f"[{i + 1}/{family.count}] {tuner.summary()}", comm=comm)
+    if bar is not None:
+        bar.close()
+    if previous is not None:
+        previous.destroy()
+    return results
