@@ -14,8 +14,8 @@ from hybridsolve.errors import CollectiveError, InputError
 from hybridsolve.problems import get_family
 from hybridsolve.solvers.petsc import KrylovSolver
 from hybridsolve.stack import MPI, PETSc
-from hybridsolve.tuning import (BinnedTsallisINF, ChebCB, SORTuner, OptionsTuner, TsallisINF,
-                                learner_from_state, load_learner, make_learner)
+from hybridsolve.tuning import (IGW, BinnedTsallisINF, ChebCB, OptionsTuner, SORTuner,
+                                TsallisINF, learner_from_state, load_learner, make_learner)
 from hybridsolve.tuning.references import (golden_section, jacobi_spectral_radius,
                                            sor_iterations, young_omega)
 
@@ -24,7 +24,7 @@ ARMS = np.linspace(1.0, 1.9, 10)
 
 def _learners(seed=0):
     return [TsallisINF(ARMS, seed=seed), BinnedTsallisINF(ARMS, (0.0, 1.0), bins=4, seed=seed),
-            ChebCB(ARMS, (0.0, 1.0), seed=seed)]
+            ChebCB(ARMS, (0.0, 1.0), seed=seed), IGW(ARMS, seed=seed)]
 
 
 def _play(learner, rounds, cost_fn, rng):
@@ -48,9 +48,9 @@ def _contextual(i, ctx, rng):
     return rng.poisson(20 + 15 * abs(i - best))
 
 
-@pytest.mark.parametrize("cls", [TsallisINF, BinnedTsallisINF, ChebCB])
+@pytest.mark.parametrize("cls", [TsallisINF, IGW, BinnedTsallisINF, ChebCB])
 def test_learner_finds_the_best_arm_of_a_stochastic_bandit(cls):
-    kw = {} if cls is TsallisINF else {"context_range": (0.0, 1.0)}
+    kw = {"context_range": (0.0, 1.0)} if cls.contextual else {}
     learner = cls(ARMS, seed=3, **kw)
     _play(learner, 3000, _stochastic, np.random.default_rng(11))
     last = np.asarray(learner.history["index"][-500:])
@@ -78,7 +78,7 @@ def test_contextual_learner_follows_the_context(cls):
     assert learner.costs()[-1000:].mean() < 0.8 * flat.costs()[-1000:].mean()
 
 
-@pytest.mark.parametrize("k", range(3))
+@pytest.mark.parametrize("k", range(4))
 def test_same_seed_same_choices_and_another_seed_differs(k):
     a, b, c = _learners(0)[k], _learners(0)[k], _learners(1)[k]
     for L in (a, b, c):
@@ -87,7 +87,7 @@ def test_same_seed_same_choices_and_another_seed_differs(k):
     assert a.history["index"] != c.history["index"]
 
 
-@pytest.mark.parametrize("k", range(3))
+@pytest.mark.parametrize("k", range(4))
 def test_checkpoint_resume_gives_the_same_choices(k, tmp_path):
     full, part = _learners(7)[k], _learners(7)[k]
     rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)

@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed of the family (default 0)")
     t.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="family option")
     t.add_argument("--learner", default="tsallis",
-                   help="tsallis, binned-tsallis, chebcb or fixed (default tsallis)")
+                   help="tsallis, igw, binned-tsallis, chebcb or fixed (default tsallis)")
     t.add_argument("--learner-seed", type=int, default=0, help="seed of the learner (default 0)")
     t.add_argument("--method", help="sor or ssor-pcg for omega (default ssor-pcg); any method "
                                     "(pcg, gcrodr, ...) or PETSc options with --option")
