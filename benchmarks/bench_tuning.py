@@ -14,6 +14,10 @@ omegas and the best fixed omega in hindsight, and CG+GAMG / CG+ICC / plain CG fo
 
     python benchmarks/bench_tuning.py laplacian [--T 5000 --seeds 4]
     python benchmarks/bench_tuning.py heat [--sizes 25,50,100,200,400 --steps 5000,5000,5000,2000,1000]
+    python benchmarks/bench_tuning.py options [--count 200]
+
+``options``: OptionsTuner picking GCRO-DR's recycle size k and GAMG's threshold along Darcy
+sequences, wall time as the cost, against every fixed value.
 """
 
 from __future__ import annotations
@@ -220,9 +224,79 @@ def run_laplacian(args) -> None:
                  "vs instance-optimal", "paper", "learner us/instance"], rows, notes)
 
 
+# -- options -------------------------------------------------------------------------------------
+def options_run(fam, how, values, option, base, seed=0):
+    from hybridsolve.solvers.petsc import KrylovSolver
+    from hybridsolve.stack import MPI
+    from hybridsolve.tuning.petsc import OptionsTuner
+
+    comm = MPI.COMM_WORLD
+    if how == "fixed":
+        solver = KrylovSolver(comm, rtol=1e-8, options={**base, option: values[0]})
+        tuner = None
+    else:
+        solver = KrylovSolver(comm, rtol=1e-8, options=base)
+        tuner = OptionsTuner(solver, option, values, how, cost="time", seed=seed)
+    its, tt = 0, 0.0
+    t0 = time.perf_counter()
+    for i in range(fam.count):
+        s = fam.system(i, comm)
+        r = solver.solve(s.A, s.b) if tuner is None else tuner.solve(s.A, s.b)
+        if not r.converged or r.true_residual > 1.01e-8:
+            raise RuntimeError(f"{how} {values}: {r.summary()}")
+        its += r.iterations
+        tt += r.time
+        r.x.destroy()
+        s.destroy()
+    loop = time.perf_counter() - t0
+    lt = tuner.learner_time if tuner else 0.0
+    chosen = np.array(tuner.values) if tuner else None
+    solver.destroy()
+    return its, tt + lt, loop, chosen, lt
+
+
+def run_options(args) -> None:
+    from hybridsolve.problems import get_family
+
+    rows = []
+    cases = [
+        ("darcy 5-point grid, GCRO-DR(40, k) + Jacobi", get_family("darcy", 64, count=args.count,
+         seed=0, discretization="grid"), "ksp_gcrodr_k", [2, 5, 10, 20, 30],
+         {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.GCRODR",
+          "pc_type": "jacobi"}),
+        ("darcy 5-point grid, CG + GAMG(threshold)", get_family("darcy", 128, count=args.count,
+         seed=0, discretization="grid"), "pc_gamg_threshold", [-1.0, 0.0, 0.01, 0.03, 0.1],
+         {"ksp_type": "cg", "pc_type": "gamg"}),
+    ]
+    for label, fam, option, values, base in cases:
+        res = {}
+        for v in values:
+            res[f"fixed {v:g}"] = options_run(fam, "fixed", [v], option, base)
+            print(label, v, res[f"fixed {v:g}"][:3], flush=True)
+        for how in ("tsallis", "igw"):
+            res[how] = options_run(fam, how, values, option, base)
+            print(label, how, res[how][:3], flush=True)
+        best = min((k for k in res if k.startswith("fixed")), key=lambda k: res[k][1])
+        for k, (its, tw, loop, chosen, lt) in res.items():
+            mode = ""
+            if chosen is not None:
+                vals, cnt = np.unique(chosen[len(chosen) // 2:], return_counts=True)
+                mode = f"{vals[np.argmax(cnt)]:g} ({cnt.max() / cnt.sum():.0%} of the 2nd half)"
+            rows.append([label, f"{fam.n ** 2}", fam.count, k + (" (best fixed)" if k == best else ""),
+                         its, f"{tw:.2f}", f"{tw / res[best][1] - 1:+.1%}", mode,
+                         f"{lt / tw:.2%}" if lt else ""])
+    write_table("tuning_options", "Bandit-tuned PETSc options (OptionsTuner, cost = wall time)",
+                ["sequence", "unknowns", "systems", "value", "iterations", "solve+learn [s]",
+                 "vs best fixed", "most chosen", "learner share"], rows,
+                "Each learner picks one of the listed values of the option for every solve and "
+                "learns from the solve's wall time (the slowest rank's, set-up included). "
+                "Fixed rows use one value throughout. One run each, seed 0.")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["laplacian", "heat"])
+    p.add_argument("what", choices=["laplacian", "heat", "options"])
+    p.add_argument("--count", type=int, default=200, help="systems per options-tuning sequence")
     p.add_argument("--T", type=int, default=5000)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--seed0", type=int, default=100,
@@ -232,10 +306,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", default="5000,5000,5000,2000,1000")
     args = p.parse_args(argv)
     print(machine())
-    if args.what == "laplacian":
-        run_laplacian(args)
-    else:
-        run_heat(args)
+    {"laplacian": run_laplacian, "heat": run_heat, "options": run_options}[args.what](args)
 
 
 if __name__ == "__main__":

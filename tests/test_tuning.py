@@ -283,3 +283,26 @@ def test_tune_cli_under_mpiexec_on_a_matrix_free_operator(tmp_path):
     data = json.loads(out.read_text())
     assert data["ranks"] == 2 and len(data["values"]) == 20
     assert all(r["true_residual"] <= 1.01e-8 for r in data["results"])
+
+
+def test_options_tuner_sets_a_preconditioner_option(comm, tmp_path):
+    """A pc_ option is applied and the preconditioner rebuilt: -ksp_view shows the chosen value."""
+    fam = get_family("darcy", 16, count=6, seed=2, discretization="grid")
+    solver = KrylovSolver(comm, method="pcg", rtol=1e-8, options={"pc_type": "gamg"})
+    tuner = OptionsTuner(solver, "pc_gamg_threshold", [0.0, 0.02, 0.08], "igw", seed=1)
+    path = comm.bcast(str(tmp_path / "view.txt"), root=0)
+    for i in range(fam.count):
+        s = fam.system(i, comm)
+        r = tuner.solve(s.A, s.b)
+        viewer = PETSc.Viewer().createASCII(path, comm=comm)
+        solver.ksp.view(viewer)
+        viewer.destroy()
+        comm.Barrier()
+        text = open(path).read() if comm.rank == 0 else ""
+        want = f"{r.info['pc_gamg_threshold']:g}"
+        line = next((ln for ln in text.splitlines() if "Threshold for dropping" in ln), "")
+        if comm.rank == 0:
+            assert float(line.split("=")[1].split()[0]) == float(want), line
+        assert_all(comm, r.converged and r.true_residual <= 1.01e-8)
+        r.x.destroy()
+        s.destroy()
