@@ -208,22 +208,11 @@ class TsallisINF(Learner):
         """The distribution the next choice is drawn from."""
         eta = 2.0 / math.sqrt(self.t + 1)
         scale = self.total / self.t if self.t and self.total > 0 else 1.0
-        L = self.L / scale
-        L = L - L.min()
-        x = -2.0 / eta           # smallest weight is exactly 1 here: the sum is >= 1
-        for _ in range(50):      # f(x) = sum p - 1 is convex, increasing: Newton from the right
-            w = 4.0 / (eta * (L - x)) ** 2
-            f = w.sum() - 1.0
-            step = f / (eta * np.sum(w ** 1.5))
-            x -= step
-            if f < 1e-12:
-                break
-        w = 4.0 / (eta * (L - x)) ** 2
-        return w / w.sum()
+        return _tsallis_weights(self.L / scale, eta)
 
     def _choose(self, context):
         p = self.probabilities()
-        i = int(self.rng.choice(self.n_arms, p=p))
+        i = _sample(p, self.rng.random())
         self.prob = float(p[i])
         return i
 
@@ -354,9 +343,9 @@ class ChebCB(_Contextual):
         self.predicted = 0.0
 
     def features(self, context: float) -> np.ndarray:
+        """``T_0 .. T_degree`` at the context mapped to [-1, 1]."""
         lo, hi = self.context_range
-        z = 2.0 * (context - lo) / (hi - lo) - 1.0
-        return np.polynomial.chebyshev.chebvander(np.array([z]), self.degree)[0]
+        return _chebyshev(2.0 * (context - lo) / (hi - lo) - 1.0, self.degree + 1)
 
     def predict(self, context: float) -> np.ndarray:
         """The fitted normalised cost of every value at ``context``."""
@@ -369,14 +358,14 @@ class ChebCB(_Contextual):
         p = 1.0 / (self.n_arms + self.eta * (yhat - yhat[best]))
         p[best] = 0.0
         p[best] = max(1.0 - p.sum(), 0.0)
-        i = int(self.rng.choice(self.n_arms, p=p / p.sum()))
+        i = _sample(p, self.rng.random())
         self.predicted = float(yhat[i])
         return i
 
     def _fit(self, i: int, ub: np.ndarray) -> float:
         """Refit value ``i``; returns the squared residual when the bounds were active, else 0."""
         G, c = self.G[i], self.c[i] / self.scale
-        theta = np.linalg.pinv(G, rcond=1e-12, hermitian=True) @ c
+        theta = _min_norm_solve(G, c)
         if np.all(np.abs(theta) <= ub):
             self.theta[i] = theta
             return 0.0
@@ -438,6 +427,64 @@ class ChebCB(_Contextual):
             setattr(self, k, float(state[k]))
         self.kmax = -np.inf if state["kmax"] is None else float(state["kmax"])
         self.kmin = np.inf if state["kmin"] is None else float(state["kmin"])
+
+
+@njit(cache=True)
+def _tsallis_weights(L, eta):
+    """Tsallis-INF's distribution ``p_i = 4 (eta (L_i - x))^-2`` with ``sum p = 1``: Newton's
+    method on the convex increasing ``f(x) = sum p - 1`` from a point where ``f >= 0``."""
+    Lm = L - L.min()
+    x = -2.0 / eta                      # the smallest weight is exactly 1 here
+    w = np.empty_like(Lm)
+    for _ in range(100):
+        f, df = -1.0, 0.0
+        for i in range(Lm.size):
+            w[i] = 4.0 / (eta * (Lm[i] - x)) ** 2
+            f += w[i]
+            df += eta * w[i] ** 1.5
+        if f < 1e-12:
+            break
+        x -= f / df
+    for i in range(Lm.size):
+        w[i] = 4.0 / (eta * (Lm[i] - x)) ** 2
+    return w / w.sum()
+
+
+@njit(cache=True)
+def _sample(p, u):
+    """Index drawn from the (unnormalised) weights ``p`` with the uniform variate ``u``."""
+    total = p.sum()
+    acc = 0.0
+    for i in range(p.size):
+        acc += p[i]
+        if u * total < acc:
+            return i
+    for i in range(p.size - 1, -1, -1):  # round-off: the last value with weight
+        if p[i] > 0:
+            return i
+    return p.size - 1
+
+
+@njit(cache=True)
+def _chebyshev(z, m):
+    out = np.empty(m)
+    out[0] = 1.0
+    if m > 1:
+        out[1] = z
+    for k in range(2, m):
+        out[k] = 2.0 * z * out[k - 1] - out[k - 2]
+    return out
+
+
+@njit(cache=True)
+def _min_norm_solve(G, c):
+    """The minimum-norm least-squares solution of ``G theta = c`` (G symmetric PSD)."""
+    lam, V = np.linalg.eigh(G)
+    cut = 1e-12 * max(lam.max(), 1e-300)
+    y = V.T @ c
+    for k in range(lam.size):
+        y[k] = y[k] / lam[k] if lam[k] > cut else 0.0
+    return V @ y
 
 
 @njit(cache=True)
