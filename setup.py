@@ -19,6 +19,7 @@ core = [
     "h5py>=3.10,<4",
     "matplotlib>=3.8,<4",
     "tqdm>=4.66,<5",
+    "safetensors>=0.4,<1",
 ]
 extras = {
     # The binary wheel stack: DOLFINx 0.11, PETSc 3.25 (real), petsc4py, slepc4py, mpi4py, mpich.
@@ -42,6 +43,7 @@ setup(
     # kernels/ lives at the top level (design card) but installs as hybridsolve.kernels, so it
     # cannot clash with the unrelated PyPI package named "kernels".
     package_dir={"hybridsolve.kernels": "kernels"},
+    package_data={"hybridsolve.learned": ["weights/*.safetensors"]},
     install_requires=core,
     extras_require=extras,
     entry_points={"console_scripts": ["hybridsolve=hybridsolve.cli.main:main"]},

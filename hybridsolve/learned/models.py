@@ -1,0 +1,200 @@
+"""Torch models that act on grid fields, and safe loading of their weights (no PETSc here).
+
+:class:`DCDMNet` is the network of the deep conjugate direction method (Kaneda et al., ICML 2023):
+resolution-agnostic convolutions in 2-D or 3-D, 16 channels, a linear first convolution, residual
+convolution blocks at full resolution, one 2x coarser level (average pooling), upsampling with a
+skip connection, more full-resolution blocks and a final 1x1 linear convolution. It maps a
+(normalised) residual on the grid to a search direction on the same grid.
+
+Weights are read from ``.safetensors`` or from a ``torch.save``'d state dict with
+``weights_only=True`` (never pickle); a file that does not match the model is an error naming the
+file and the expected shapes. A weights file carries the model's configuration in its metadata
+(``hybridsolve.config``), so :func:`load_model` rebuilds the model it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridsolve.errors import InputError
+
+__all__ = ["DCDMNet", "save_model", "load_model", "load_weights", "SHIPPED", "shipped_model_path"]
+
+#: models shipped inside the package (``-pc_torch_model dcdm2d``)
+SHIPPED = {"dcdm2d": "dcdm2d.safetensors"}
+
+
+def shipped_model_path(name: str) -> Path:
+    return Path(__file__).resolve().parent / "weights" / SHIPPED[name]
+
+
+class DCDMNet(nn.Module):
+    """DCDM's convolutional network for ``dim``-D grids (any size, even or odd).
+
+    Args:
+        dim: 2 or 3.
+        channels: feature channels (the paper: 16).
+        pre, coarse, post: residual conv layers before pooling, on the coarse level, and after
+            upsampling (the paper's 64^3 model: 4, 6, 4).
+    """
+
+    def __init__(self, dim: int = 2, channels: int = 16, pre: int = 3, coarse: int = 4,
+                 post: int = 3) -> None:
+        super().__init__()
+        if dim not in (2, 3):
+            raise InputError(f"DCDMNet: dim must be 2 or 3, got {dim}")
+        self.config = {"kind": "DCDMNet", "dim": dim, "channels": channels, "pre": pre,
+                       "coarse": coarse, "post": post}
+        self.dim = dim
+        Conv = nn.Conv2d if dim == 2 else nn.Conv3d
+        c = channels
+        self.first = Conv(1, c, 3, padding=1)
+        self.pre = nn.ModuleList(Conv(c, c, 3, padding=1) for _ in range(pre))
+        self.coarse = nn.ModuleList(Conv(c, c, 3, padding=1) for _ in range(coarse))
+        self.post = nn.ModuleList(Conv(c, c, 3, padding=1) for _ in range(post))
+        self.last = Conv(c, 1, 1)
+
+    @staticmethod
+    def _blocks(h: torch.Tensor, layers: nn.ModuleList) -> torch.Tensor:
+        for conv in layers:
+            h = h + F.relu(conv(h))
+        return h
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        """``r``: (batch, 1, *grid) -> direction of the same shape."""
+        if r.dim() != self.dim + 2:
+            raise InputError(f"DCDMNet({self.dim}-D) expects (batch, 1, *grid), got {tuple(r.shape)}")
+        h = self.first(r)
+        h = self._blocks(h, self.pre)
+        pool = F.avg_pool2d if self.dim == 2 else F.avg_pool3d
+        g = pool(h, 2, ceil_mode=True)
+        g = self._blocks(g, self.coarse)
+        mode = "bilinear" if self.dim == 2 else "trilinear"
+        h = h + F.interpolate(g, size=h.shape[2:], mode=mode, align_corners=False)
+        h = self._blocks(h, self.post)
+        return self.last(h)
+
+
+_KINDS = {"DCDMNet": DCDMNet}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
+    """Write the weights as ``.safetensors`` with the model's configuration in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {"hybridsolve.config": json.dumps(getattr(model, "config", {}))}
+    info.update({f"hybridsolve.{k}": json.dumps(v) for k, v in meta.items()})
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=info)
+    os.replace(tmp, path)
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    if not path.exists():
+        raise InputError(f"model file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+
+        try:
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as err:
+            raise InputError(f"model file {path} is not a readable safetensors file ({err})") from None
+        return tensors, meta
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds here (UnpicklingError, RuntimeError, ...)
+        raise InputError(f"model file {path} is not a readable torch state dict "
+                         f"(weights_only=True): {type(err).__name__}: {str(err)[:200]}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        meta = {k: json.dumps(v) for k, v in obj.items() if k != "state_dict"}
+        obj = obj["state_dict"]
+    else:
+        meta = {}
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"model file {path} does not hold a state dict of tensors")
+    return obj, meta
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a weights file into ``model``; any mismatch is an error naming the file and the
+    expected and found shapes."""
+    path = Path(path)
+    tensors, _ = _read(path)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(found))
+    extra = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or extra or wrong:
+        lines = [f"model file {path} does not match {type(model).__name__}:"]
+        lines += [f"  {k}: expected {expected[k]}, file has {found[k]}" for k in wrong[:8]]
+        lines += [f"  missing {k} (expected {expected[k]})" for k in missing[:8]]
+        lines += [f"  unexpected {k} {found[k]}" for k in extra[:8]]
+        raise InputError("\n".join(lines))
+    for k, v in tensors.items():
+        if not torch.isfinite(v).all():
+            raise InputError(f"model file {path}: tensor {k} holds NaN or Inf")
+    model.load_state_dict(tensors)
+    return model
+
+
+def load_model(path_or_name: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """Build the model a weights file belongs to (from its metadata) and load the weights.
+
+    ``path_or_name``: a file, or the name of a shipped model (``dcdm2d``). ``overrides``
+    complete a configuration the file does not carry (a plain state dict).
+    """
+    name = str(path_or_name)
+    path = shipped_model_path(name) if name in SHIPPED else Path(name)
+    _, meta = _read(path)
+    config: dict[str, Any] = {}
+    if "hybridsolve.config" in meta:
+        try:
+            config = json.loads(meta["hybridsolve.config"])
+        except json.JSONDecodeError:
+            raise InputError(f"model file {path}: corrupt configuration metadata") from None
+    config.update(overrides)
+    kind = config.pop("kind", "DCDMNet")
+    if kind not in _KINDS:
+        raise InputError(f"model file {path}: unknown model kind {kind!r}")
+    try:
+        model = _KINDS[kind](**config)
+    except TypeError as err:
+        raise InputError(f"model file {path}: configuration {config} does not build a {kind} "
+                         f"({err})") from None
+    load_weights(model, path)
+    model.eval()
+    return model
+
+
+def model_info(path_or_name: str | os.PathLike) -> dict[str, Any]:
+    """The metadata stored with a weights file (configuration, training facts)."""
+    name = str(path_or_name)
+    path = shipped_model_path(name) if name in SHIPPED else Path(name)
+    _, meta = _read(path)
+    out = {}
+    for k, v in meta.items():
+        try:
+            out[k.removeprefix("hybridsolve.")] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(int(np.prod(p.shape)) for p in model.parameters()))

@@ -1,0 +1,450 @@
+"""Torch models inside PETSc solvers: :class:`TorchPC` (a PC of python type) and :class:`DCDM`
+(a KSP of python type, Kaneda et al., ICML 2023).
+
+By options, in any petsc4py or DOLFINx code::
+
+    -ksp_type fcg -ksp_fcg_mmax 2 -pc_type python -pc_python_type hybridsolve.learned.petsc.TorchPC
+    -pc_torch_model dcdm2d            # a shipped model, or a .safetensors / state-dict file
+    -pc_torch_mode local|gathered     # see below
+    -pc_torch_device auto|cpu|cuda    # auto: the node-local rank's GPU when there is one
+    -pc_torch_dtype float32|float64   # the model's dtype (the solver stays float64)
+    -pc_torch_fallback jacobi         # PC used when the model's output is rejected ("none": error)
+    -pc_torch_check descent|finite    # what is rejected: NaN/Inf, and (descent) r.z <= 0
+    -pc_torch_shape 128,128           # the grid (default: inferred from the size, square/cube)
+    -pc_torch_permutation perm.npy    # global PETSc index of each grid point (e.g. DOLFINx dofs)
+
+or ``-ksp_type python -ksp_python_type hybridsolve.learned.petsc.DCDM`` with the same PC.
+An in-memory model is attached with ``pc.getPythonContext().set_model(module, shape=...)``.
+
+Modes under MPI:
+
+* ``local``: each rank applies the model to its own rows, padded to whole grid planes (like
+  block Jacobi): no communication, but the model does not see across rank boundaries, so its
+  directions are worse as the rank count grows.
+* ``gathered``: the residual is gathered on rank 0 (one ``Gatherv`` of N values), the model runs
+  there on the whole field, the result is scattered back (one ``Scatterv``): the same directions
+  on any number of ranks, at the price of 2N values moved and the model on one rank per
+  application.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridsolve.errors import CollectiveError, InputError
+from hybridsolve.stack import MPI, PETSc
+
+__all__ = ["TorchPC", "DCDM", "node_local_device"]
+
+_FLEXIBLE = ("fcg", "fgmres", "gcr", "python", "pipefcg", "pipegcr")
+_CHECKS = ("descent", "finite", "none")
+
+
+def node_local_device(comm: MPI.Comm, request: str = "auto") -> str:
+    """``cuda:<k>`` for this rank's node-local index when a GPU is requested/available, else cpu."""
+    import torch
+
+    if request == "cpu" or (request == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise InputError(f"TorchPC: device {request!r} requested but torch sees no CUDA device")
+    if request.startswith("cuda:"):
+        return request
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED).rank
+    return f"cuda:{local % torch.cuda.device_count()}"
+
+
+def _collective_check(comm: MPI.Comm, fn, what: str):
+    """Run ``fn`` on every rank; if it raises InputError anywhere, raise it everywhere."""
+    err, out = None, None
+    try:
+        out = fn()
+    except InputError as e:
+        err = str(e)
+    errs = [e for e in comm.allgather(err) if e]
+    if errs:
+        raise InputError(f"{what}: {errs[0]}")
+    return out
+
+
+class TorchPC:
+    """A torch model as a PETSc preconditioner: ``y = ||x|| model(x / ||x||)`` on the grid.
+
+    Safeguards: an output with NaN/Inf, or (``check=descent``) one that is not a descent
+    direction (``x . y <= 0``), is replaced for that application by the fallback preconditioner
+    (Jacobi by default) and counted; the counts are in ``-ksp_view`` and :attr:`stats`. The
+    decision is collective (the same on every rank). With plain CG (which assumes a fixed SPD
+    preconditioner) it warns once and points to the flexible methods.
+    """
+
+    def __init__(self) -> None:
+        self.model = None
+        self.source: str | None = None
+        self.device_request = "auto"
+        self.device = "cpu"
+        self.dtype_name = "float32"
+        self.mode = "local"
+        self.shape: tuple[int, ...] | None = None
+        self.user_shape: tuple[int, ...] | None = None
+        self.permutation: np.ndarray | None = None
+        self.permutation_file: str | None = None
+        self.fallback_type = "jacobi"
+        self.check = "descent"
+        self.threads = 1
+        self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
+                      "fallback_not_descent": 0, "model_time": 0.0}
+        self._fallback: PETSc.PC | None = None
+        self._warned = False
+        self._prefix = ""
+
+    # -- configuration ------------------------------------------------------------------------
+    def set_model(self, model, shape: tuple[int, ...] | None = None, *, device: str | None = None,
+                  dtype: str | None = None) -> None:
+        """Attach an in-memory ``torch.nn.Module`` (e.g. after a DOLFINx ``LinearProblem`` was
+        built): it maps (batch, 1, *shape) to the same shape."""
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"TorchPC.set_model: expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.source = f"in-memory {type(model).__name__}"
+        if shape is not None:
+            self.user_shape = tuple(int(s) for s in shape)
+        if device is not None:
+            self.device_request = device
+        if dtype is not None:
+            self.dtype_name = dtype
+        self._place()
+
+    def setFromOptions(self, pc: PETSc.PC) -> None:
+        self._prefix = pc.getOptionsPrefix() or ""
+        opts = PETSc.Options(self._prefix)
+        name = f"-{self._prefix}pc_torch_"
+        def get(key):
+            return opts.getString(key) if opts.hasName(key) else None
+
+        src = get("pc_torch_model")
+        if src is not None:
+            self.source = src
+            self.model = None
+        self.device_request = opts.getString("pc_torch_device", self.device_request)
+        self.dtype_name = opts.getString("pc_torch_dtype", self.dtype_name)
+        if self.dtype_name not in ("float32", "float64"):
+            raise InputError(f"{name}dtype: float32 or float64, got {self.dtype_name!r}")
+        self.mode = opts.getString("pc_torch_mode", self.mode)
+        if self.mode not in ("local", "gathered"):
+            raise InputError(f"{name}mode: local or gathered, got {self.mode!r}")
+        self.fallback_type = opts.getString("pc_torch_fallback", self.fallback_type)
+        self.check = opts.getString("pc_torch_check", self.check)
+        if self.check not in _CHECKS:
+            raise InputError(f"{name}check: one of {', '.join(_CHECKS)}, got {self.check!r}")
+        self.threads = opts.getInt("pc_torch_threads", self.threads)
+        shape = get("pc_torch_shape")
+        if shape is not None:
+            try:
+                self.user_shape = tuple(int(s) for s in shape.split(","))
+            except ValueError:
+                raise InputError(f"{name}shape: comma-separated integers, got {shape!r}") from None
+        perm = get("pc_torch_permutation")
+        if perm is not None:
+            self.permutation_file = perm
+
+    def _place(self) -> None:
+        import torch
+
+        torch.set_num_threads(max(int(self.threads), 1))
+        if self.model is not None:
+            dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
+            self.model.to(device=self.device, dtype=dtype)
+            self.model.eval()
+
+    def setUp(self, pc: PETSc.PC) -> None:
+        import torch
+
+        from hybridsolve.learned.models import load_model
+
+        A, P = pc.getOperators()
+        comm = A.getComm().tompi4py()
+        self.device = _collective_check(comm, lambda: node_local_device(comm, self.device_request),
+                                        "TorchPC")
+        if self.model is None:
+            if self.source is None:
+                raise InputError(f"TorchPC ({self._prefix or 'no prefix'}): no model: give "
+                                 f"-{self._prefix}pc_torch_model <file|dcdm2d> or attach one "
+                                 "with pc.getPythonContext().set_model(module)")
+            self.model = _collective_check(comm, lambda: load_model(self.source), "TorchPC")
+        self._place()
+        n = A.getSize()[0]
+        if self.permutation_file is not None and self.permutation is None:
+            def read():
+                try:
+                    p = np.load(self.permutation_file, allow_pickle=False)
+                except (OSError, ValueError) as err:
+                    raise InputError(f"permutation file {self.permutation_file}: {err}") from None
+                if p.shape != (n,) or not np.array_equal(np.sort(p), np.arange(n)):
+                    raise InputError(f"permutation file {self.permutation_file} is not a "
+                                     f"permutation of 0..{n - 1}")
+                return p.astype(np.int64)
+            self.permutation = _collective_check(comm, read, "TorchPC")
+        if self.permutation is not None and self.mode == "local":
+            raise InputError("TorchPC: a permutation needs -pc_torch_mode gathered (the grid "
+                             "order is global)")
+        dim = getattr(self.model, "dim", 2)
+        self.shape = self.user_shape or self._infer_shape(n, dim)
+        if int(np.prod(self.shape)) != n:
+            raise InputError(f"TorchPC: grid shape {self.shape} has {int(np.prod(self.shape))} "
+                             f"points but the operator has {n} rows")
+        if len(self.shape) != dim:
+            raise InputError(f"TorchPC: the model is {dim}-D but the grid shape is {self.shape}")
+        r0, r1 = A.getOwnershipRange()
+        self._rows = (r0, r1)
+        self._comm = comm
+        if self.mode == "gathered":
+            counts = comm.allgather(r1 - r0)
+            self._counts = np.array(counts)
+            self._displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        if self._fallback is not None:
+            self._fallback.destroy()
+            self._fallback = None
+        if self.fallback_type != "none":
+            fb = PETSc.PC().create(comm)
+            fb.setOptionsPrefix(self._prefix + "pc_torch_fallback_")
+            fb.setType(self.fallback_type)
+            fb.setOperators(A, P)
+            fb.setFromOptions()
+            fb.setUp()
+            self._fallback = fb
+        self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
+
+    @staticmethod
+    def _infer_shape(n: int, dim: int) -> tuple[int, ...]:
+        side = int(round(n ** (1.0 / dim)))
+        for s in (side - 1, side, side + 1):
+            if s > 0 and s ** dim == n:
+                return (s,) * dim
+        raise InputError(f"TorchPC: {n} rows is not a {dim}-D square/cube grid: give "
+                         "-pc_torch_shape n0,n1[,n2]")
+
+    # -- application --------------------------------------------------------------------------
+    def _model_apply(self, fields: np.ndarray) -> np.ndarray:
+        """fields: (k, *grid) float64 -> model output, same shape, float64."""
+        import torch
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            inp = torch.from_numpy(fields).to(device=self.device, dtype=self._dtype).unsqueeze(1)
+            out = self.model(inp)[:, 0]
+            out = out.to(device="cpu", dtype=torch.float64).numpy()
+        self.stats["model_time"] += time.perf_counter() - t0
+        return out
+
+    def _directions(self, R: np.ndarray) -> np.ndarray:
+        """R: (n_local, k) residuals (this rank's rows) -> model directions, same shape."""
+        k = R.shape[1]
+        r0, r1 = self._rows
+        nrm = np.sqrt(self._comm.allreduce(np.einsum("ij,ij->j", R, R), op=MPI.SUM))
+        scale = np.where(nrm > 0, nrm, 1.0)
+        Rn = R / scale
+        if self.mode == "local":
+            inner = int(np.prod(self.shape[1:]))
+            p0, p1 = r0 // inner, -(-r1 // inner)
+            slab = np.zeros((k, (p1 - p0) * inner))
+            slab[:, r0 - p0 * inner:r1 - p0 * inner] = Rn.T
+            out = self._model_apply(slab.reshape(k, p1 - p0, *self.shape[1:])).reshape(k, -1)
+            Z = out[:, r0 - p0 * inner:r1 - p0 * inner].T
+        else:
+            comm = self._comm
+            n = int(np.prod(self.shape))
+            full = np.empty((k, n)) if comm.rank == 0 else None
+            for j in range(k):
+                comm.Gatherv(np.ascontiguousarray(Rn[:, j]),
+                             (full[j], (self._counts, self._displs)) if comm.rank == 0 else None,
+                             root=0)
+            if comm.rank == 0:
+                grid = full if self.permutation is None else full[:, self.permutation]
+                out = self._model_apply(grid.reshape(k, *self.shape)).reshape(k, n)
+                if self.permutation is not None:
+                    back = np.empty_like(out)
+                    back[:, self.permutation] = out
+                    out = back
+                out = np.ascontiguousarray(out)
+            Z = np.empty((r1 - r0, k))
+            for j in range(k):
+                col = np.empty(r1 - r0)
+                comm.Scatterv((out[j], (self._counts, self._displs)) if comm.rank == 0 else None,
+                              col, root=0)
+                Z[:, j] = col
+        return Z * scale
+
+    def _apply_block(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Directions for the columns of R, and which columns need the fallback."""
+        self.stats["applications"] += 1
+        self.stats["vectors"] += R.shape[1]
+        Z = self._directions(R)
+        finite = np.isfinite(Z).all(axis=0)
+        dots = np.einsum("ij,ij->j", R, np.where(np.isfinite(Z), Z, 0.0))
+        bad_local = np.concatenate([~finite, dots]).astype(float)
+        tot = self._comm.allreduce(bad_local, op=MPI.SUM)
+        k = R.shape[1]
+        nonfinite = tot[:k] > 0
+        descent_fail = np.zeros(k, dtype=bool)
+        if self.check == "descent":
+            descent_fail = ~nonfinite & ~(tot[k:] > 0)
+        elif self.check == "none":
+            nonfinite[:] = False
+        self.stats["fallback_nonfinite"] += int(nonfinite.sum())
+        self.stats["fallback_not_descent"] += int(descent_fail.sum())
+        return Z, nonfinite | descent_fail
+
+    def _fallback_apply(self, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        if self._fallback is None:
+            raise CollectiveError("TorchPC: the model's output was rejected (NaN/Inf or not a "
+                                  "descent direction) and -pc_torch_fallback is none")
+        self._fallback.apply(x, y)
+
+    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        R = x.getArray(readonly=True).reshape(-1, 1)
+        Z, bad = self._apply_block(R)
+        if bad[0]:
+            self._fallback_apply(x, y)
+        else:
+            y.getArray()[:] = Z[:, 0]
+
+    def matApply(self, pc: PETSc.PC, X: PETSc.Mat, Y: PETSc.Mat) -> None:
+        """A block of residuals at once (one model call on a batch)."""
+        R = X.getDenseArray(readonly=True)
+        Z, bad = self._apply_block(np.asarray(R))
+        Yd = Y.getDenseArray()
+        Yd[:, :] = Z
+        for j in np.flatnonzero(bad):
+            xj, yj = X.getColumnVector(int(j)), Y.getColumnVector(int(j))
+            self._fallback_apply(xj, yj)
+            Yd[:, j] = yj.getArray(readonly=True)
+            X.restoreColumnVector(int(j), xj)
+            Y.restoreColumnVector(int(j), yj)
+
+    def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        raise InputError("TorchPC has no transpose: the model is a nonlinear map")
+
+    def preSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+        kind = ksp.getType()
+        if not self._warned and kind not in _FLEXIBLE:
+            self._warned = True
+            msg = (f"TorchPC inside -ksp_type {kind}: a network is not a fixed SPD (or linear) "
+                   "preconditioner, so CG/GMRES may break down or stop at a wrong answer; use a "
+                   "flexible method: -ksp_type fcg (-ksp_fcg_mmax 2), fgmres, gcr, or "
+                   "hybridsolve.learned.petsc.DCDM")
+            if ksp.getComm().tompi4py().rank == 0:
+                warnings.warn(msg, RuntimeWarning, stacklevel=2)
+
+    def view(self, pc: PETSc.PC, viewer: PETSc.Viewer) -> None:
+        s = self.stats
+        viewer.printfASCII(
+            f"  TorchPC: model {self.source} ({type(self.model).__name__ if self.model else 'none'}), "
+            f"device {self.device}, {self.dtype_name}, mode {self.mode}, grid {self.shape}\n"
+            f"  applications {s['applications']} ({s['vectors']} vectors), model time "
+            f"{s['model_time']:.3g} s; fallback ({self.fallback_type}) used "
+            f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
+            f"for a non-descent direction (check: {self.check})\n")
+
+    def reset(self, pc: PETSc.PC) -> None:
+        if self._fallback is not None:
+            self._fallback.destroy()
+            self._fallback = None
+
+    def destroy(self, pc: PETSc.PC) -> None:
+        self.reset(pc)
+
+
+class DCDM:
+    """Deep conjugate direction method (Kaneda et al., ICML 2023) as a PETSc KSP of python type.
+
+    Each iteration: ``q = PC(r)`` (the network, through :class:`TorchPC`, or any PC),
+    A-orthogonalised against the last ``window`` directions (``-ksp_dcdm_window``, default 2),
+    exact line search ``alpha = q.r / q.Aq``, then the true residual ``r = b - A x`` is
+    recomputed (``-ksp_dcdm_true_residual 0`` uses the recurrence instead). PETSc's convergence
+    test, monitors and history see ``||r||`` (the unpreconditioned norm).
+    """
+
+    def __init__(self) -> None:
+        self.window = 2
+        self.true_residual = True
+
+    def setFromOptions(self, ksp: PETSc.KSP) -> None:
+        opts = PETSc.Options(ksp.getOptionsPrefix())
+        self.window = opts.getInt("ksp_dcdm_window", self.window)
+        self.true_residual = opts.getBool("ksp_dcdm_true_residual", self.true_residual)
+        if self.window < 1:
+            raise InputError(f"DCDM: -ksp_dcdm_window must be >= 1, got {self.window}")
+
+    def setUp(self, ksp: PETSc.KSP) -> None:
+        ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+
+    def view(self, ksp: PETSc.KSP, viewer: PETSc.Viewer) -> None:
+        viewer.printfASCII(f"  DCDM: window {self.window}, exact line search, "
+                           f"{'true' if self.true_residual else 'recurrence'} residual\n")
+
+    def solve(self, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+        A, _ = ksp.getOperators()
+        pc = ksp.getPC()
+        r = b.duplicate()
+        if ksp.getInitialGuessNonzero():
+            A.mult(x, r)
+            r.aypx(-1.0, b)
+        else:
+            x.set(0.0)
+            b.copy(r)
+        q = b.duplicate()
+        dirs: list[tuple[PETSc.Vec, PETSc.Vec, float]] = []   # (p, A p, p.Ap)
+        its = 0
+        rnorm = r.norm()
+        ksp.setIterationNumber(0)
+        ksp.setResidualNorm(rnorm)
+        ksp.logConvergenceHistory(rnorm)
+        ksp.monitor(0, rnorm)
+        reason = ksp.callConvergenceTest(0, rnorm)
+        max_it = ksp.getTolerances()[3]
+        while not reason:
+            pc.apply(r, q)
+            for p, Ap, pAp in dirs:
+                q.axpy(-q.dot(Ap) / pAp, p)
+            Aq = b.duplicate()
+            A.mult(q, Aq)
+            qAq = q.dot(Aq)
+            qr = q.dot(r)
+            if not (np.isfinite(qAq) and qAq > 0):
+                reason = PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT
+                Aq.destroy()
+                break
+            alpha = qr / qAq
+            x.axpy(alpha, q)
+            if self.true_residual:
+                A.mult(x, r)
+                r.aypx(-1.0, b)
+            else:
+                r.axpy(-alpha, Aq)
+            dirs.append((q.copy(), Aq, qAq))
+            if len(dirs) > self.window:
+                old = dirs.pop(0)
+                old[0].destroy()
+                old[1].destroy()
+            its += 1
+            rnorm = r.norm()
+            ksp.setIterationNumber(its)
+            ksp.setResidualNorm(rnorm)
+            ksp.logConvergenceHistory(rnorm)
+            ksp.monitor(its, rnorm)
+            reason = ksp.callConvergenceTest(its, rnorm)
+            if not reason and its >= max_it:
+                reason = PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT
+        ksp.setConvergedReason(reason)
+        for p, Ap, _ in dirs:
+            p.destroy()
+            Ap.destroy()
+        r.destroy()
+        q.destroy()

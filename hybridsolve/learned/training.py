@@ -1,0 +1,208 @@
+"""Training DCDM's network label-free on Ritz-vector right-hand sides (Kaneda et al., ICML 2023).
+
+Data: for each training matrix A (structured-grid Poisson with obstacles), Lanczos with full
+re-orthogonalisation gives Ritz pairs; right-hand sides are random combinations of the Ritz
+vectors with the coefficients of the lower part of the spectrum multiplied by 9 (the paper's bias
+towards smooth, hard-to-reduce residuals), normalised. Loss: with ``q = f(r)`` and the exact line
+search ``alpha = q.r / q.Aq``, ``mean ||r - alpha A q||^2``: scale invariant, no labels. Adam.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from hybridsolve.errors import InputError
+
+__all__ = ["lanczos_ritz", "ritz_rhs", "TrainConfig", "train_dcdm", "grid_training_matrices"]
+
+
+def lanczos_ritz(A: sp.spmatrix, m: int, rng: np.random.Generator,
+                 drop: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` Lanczos steps with full re-orthogonalisation from a random start; returns the Ritz
+    values (ascending, those below ``drop`` removed) and the Ritz vectors as columns."""
+    n = A.shape[0]
+    m = min(m, n)
+    Q = np.zeros((n, m))
+    alpha = np.zeros(m)
+    beta = np.zeros(m)
+    q = A @ rng.standard_normal(n)
+    q /= np.linalg.norm(q)
+    k = m
+    for j in range(m):
+        Q[:, j] = q
+        w = A @ q
+        alpha[j] = q @ w
+        w -= Q[:, :j + 1] @ (Q[:, :j + 1].T @ w)   # full re-orthogonalisation, twice
+        w -= Q[:, :j + 1] @ (Q[:, :j + 1].T @ w)
+        b = np.linalg.norm(w)
+        if j + 1 < m:
+            if b < 1e-12:
+                k = j + 1
+                break
+            beta[j] = b
+            q = w / b
+    T = np.diag(alpha[:k]) + np.diag(beta[:k - 1], 1) + np.diag(beta[:k - 1], -1)
+    theta, S = np.linalg.eigh(T)
+    keep = theta > drop
+    return theta[keep], Q[:, :k] @ S[:, keep]
+
+
+def ritz_rhs(vectors: np.ndarray, count: int, rng: np.random.Generator,
+             low_fraction: float = 0.5, boost: float = 9.0) -> np.ndarray:
+    """``count`` normalised right-hand sides (rows) from the Ritz vectors (columns, ascending):
+    N(0, 1) coefficients, the lowest ``low_fraction`` of them times ``boost``."""
+    k = vectors.shape[1]
+    c = rng.standard_normal((count, k))
+    c[:, :max(int(low_fraction * k), 1)] *= boost
+    B = c @ vectors.T
+    return B / np.linalg.norm(B, axis=1, keepdims=True)
+
+
+def grid_training_matrices(n: int, dim: int, obstacles: int, count: int, seed: int):
+    """``count`` structured-grid Poisson matrices with random obstacles (the ``grid`` family),
+    as SciPy CSR in natural grid order."""
+    from hybridsolve.problems import get_family
+    from hybridsolve.stack import MPI
+
+    fam = get_family("grid", n, count=count, seed=seed, dim=dim, obstacles=obstacles)
+    out = []
+    for i in range(count):
+        s = fam.system(i, MPI.COMM_SELF)
+        A, _ = s.to_scipy()
+        out.append(A.tocsr())
+        s.destroy()
+    return out
+
+
+@dataclass
+class TrainConfig:
+    """What ``hybridsolve train dcdm`` trains (all of it is stored with the model)."""
+
+    n: int = 64
+    dim: int = 2
+    obstacles: int = 3
+    matrices: int = 4
+    lanczos: int = 400
+    samples: int = 2000
+    epochs: int = 10
+    batch: int = 16
+    lr: float = 1e-3
+    seed: int = 0
+    channels: int = 16
+    pre: int = 3
+    coarse: int = 4
+    post: int = 3
+    threads: int = 0
+    out: str = "dcdm.safetensors"
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.dim not in (2, 3):
+            raise InputError(f"train dcdm: dim must be 2 or 3, got {self.dim}")
+        for k in ("n", "matrices", "lanczos", "samples", "epochs", "batch"):
+            if getattr(self, k) < 1:
+                raise InputError(f"train dcdm: {k} must be >= 1, got {getattr(self, k)}")
+        if not self.lr > 0:
+            raise InputError(f"train dcdm: lr must be > 0, got {self.lr}")
+
+
+def _torch_csr(A: sp.csr_matrix, dtype):
+    import torch
+
+    A = A.tocsr()
+    return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                   torch.from_numpy(A.indices.astype(np.int64)),
+                                   torch.from_numpy(A.data).to(dtype), size=A.shape)
+
+
+def dcdm_loss(model, A_t, R, shape):
+    """``mean ||r - alpha A q||^2`` with ``q = model(r)``, ``alpha = q.r / q.Aq`` (rows of R)."""
+    import torch
+
+    k = R.shape[0]
+    Q = model(R.reshape(k, 1, *shape)).reshape(k, -1)
+    AQ = torch.sparse.mm(A_t, Q.T).T
+    alpha = (Q * R).sum(1) / (Q * AQ).sum(1).clamp_min(1e-30)
+    return ((R - alpha[:, None] * AQ) ** 2).sum(1).mean()
+
+
+def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
+    """Train, checkpoint every epoch (``<out>`` and ``<out>.state.pt`` to resume), return a
+    summary. A rerun with the same configuration resumes from the last epoch."""
+    import torch
+
+    from hybridsolve.learned.models import DCDMNet, load_weights, save_model
+
+    cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    out = Path(cfg.out)
+    state_path = out.with_name(out.name + ".state.pt")
+    t0 = time.perf_counter()
+    mats = grid_training_matrices(cfg.n, cfg.dim, cfg.obstacles, cfg.matrices, cfg.seed)
+    per = -(-cfg.samples // len(mats))
+    data, which = [], []
+    for i, A in enumerate(mats):
+        theta, V = lanczos_ritz(A, cfg.lanczos, rng)
+        data.append(ritz_rhs(V, per, rng))
+        which += [i] * per
+    X = torch.from_numpy(np.concatenate(data)).float()
+    which = np.array(which)
+    A_ts = [_torch_csr(A, torch.float32) for A in mats]
+    shape = (cfg.n,) * cfg.dim
+    t_data = time.perf_counter() - t0
+    model = DCDMNet(cfg.dim, cfg.channels, cfg.pre, cfg.coarse, cfg.post)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start, history = 0, []
+    cfg_json = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
+                          sort_keys=True)
+    if state_path.exists() and out.exists():
+        st = torch.load(str(state_path), map_location="cpu", weights_only=True)
+        if st.get("config") == cfg_json:
+            load_weights(model, out)
+            opt.load_state_dict(st["optimizer"])
+            start, history = int(st["epoch"]), list(st["history"])
+            log(f"train dcdm: resuming after epoch {start}")
+        else:
+            raise InputError(f"{state_path} belongs to another training configuration: remove "
+                             "it (and the model file) or choose another --out")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start, desc="train dcdm", unit="epoch")
+    for epoch in range(start, cfg.epochs):
+        perm = rng.permutation(len(X))
+        tot, cnt = 0.0, 0
+        model.train()
+        for s in range(0, len(perm), cfg.batch):
+            idx = perm[s:s + cfg.batch]
+            # a batch holds right-hand sides of one matrix (the loss needs its A)
+            m = int(which[idx[0]])
+            idx = idx[which[idx] == m]
+            loss = dcdm_loss(model, A_ts[m], X[idx], shape)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += loss.item() * len(idx)
+            cnt += len(idx)
+        history.append(tot / cnt)
+        save_model(model, out, train=json.loads(cfg_json), history=history)
+        torch.save({"config": cfg_json, "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                    "history": history}, str(state_path) + ".tmp")
+        Path(str(state_path) + ".tmp").replace(state_path)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+    if bar is not None:
+        bar.close()
+    return {"out": str(out), "epochs": cfg.epochs, "loss_history": history,
+            "data_time": t_data, "time": time.perf_counter() - t0, "samples": int(len(X))}
