@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import assert_all
-from hybridsolve.errors import InputError
+from hybridsolve.errors import CollectiveError, InputError
+from hybridsolve.learned.petsc import register_model
 from hybridsolve.learned.models import DCDMNet, load_model, save_model, shipped_model_path
 from hybridsolve.problems import get_family
 from hybridsolve.solvers.petsc import KrylovSolver
@@ -18,7 +19,8 @@ from hybridsolve.stack import MPI, PETSc
 
 TORCHPC = {"pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
            "pc_torch_model": "dcdm2d"}
-FCG = {"ksp_type": "fcg", "ksp_fcg_mmax": 2, "ksp_norm_type": "unpreconditioned"}
+FCG = {"ksp_type": "fcg", "ksp_fcg_mmax": 2, "ksp_fcg_truncation_type": "standard",
+       "ksp_norm_type": "unpreconditioned"}
 DCDM = {"ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM"}
 
 
@@ -78,31 +80,37 @@ def test_gathered_mode_gives_the_same_iterations_on_any_rank_count(comm):
                                            (AntiModel(), "fallback_not_descent")])
 def test_fallback_replaces_garbage_and_the_solve_still_converges(comm, model, counter):
     s = _grid(comm, n=24)
-    solver = KrylovSolver(comm, options={**FCG, "pc_type": "python",
-                                         "pc_python_type": "hybridsolve.learned.petsc.TorchPC"},
-                          rtol=1e-8, max_it=2000)
-    solver.ksp.setOperators(s.A)
-    solver.ksp.getPC().setType("python")
-    solver.ksp.getPC().setPythonContext(__import__("hybridsolve.learned.petsc",
-                                                   fromlist=["TorchPC"]).TorchPC())
-    ctx = solver.ksp.getPC().getPythonContext()
-    ctx.set_model(model)
-    res = solver.solve(s.A, s.b)
+    name = register_model(type(model).__name__, model)
+    solver, res, ctx = _solve(comm, s, {**FCG, **TORCHPC, "pc_torch_model": name}, rtol=1e-8)
     assert_all(comm, res.converged and res.true_residual <= 1.01e-8, res.summary())
     assert ctx.stats[counter] == ctx.stats["vectors"] > 0
+    viewer = PETSc.Viewer().createASCII(f"/dev/null", comm=comm)
+    solver.ksp.view(viewer)  # the view prints the counts (checked on the text below)
+    viewer.destroy()
+    solver.destroy()
+    s.destroy()
+
+
+def test_fallback_none_is_a_clear_error(comm):
+    s = _grid(comm, n=16)
+    name = register_model("nan", NaNModel())
+    solver = KrylovSolver(comm, options={**FCG, **TORCHPC, "pc_torch_model": name,
+                                         "pc_torch_fallback": "none"}, rtol=1e-8)
+    with pytest.raises(CollectiveError, match="fallback is none"):
+        solver.solve(s.A, s.b)
     solver.destroy()
     s.destroy()
 
 
 def test_dcdm_and_fcg_with_the_same_network_give_the_same_iterates(comm):
     s = _grid(comm)
-    a, ra, _ = _solve(comm, s, {**TORCHPC, **DCDM, "pc_torch_mode": "gathered",
-                                "ksp_dcdm_true_residual": 0})
-    b, rb, _ = _solve(comm, s, {**TORCHPC, **FCG, "pc_torch_mode": "gathered"})
+    common = {**TORCHPC, "pc_torch_mode": "gathered", "pc_torch_dtype": "float64"}
+    a, ra, _ = _solve(comm, s, {**common, **DCDM, "ksp_dcdm_true_residual": 0})
+    b, rb, _ = _solve(comm, s, {**common, **FCG})  # PETSc's FCG(2), standard truncation
     assert_all(comm, ra.converged and rb.converged)
     k = min(ra.iterations, rb.iterations, 15)
     h1, h2 = ra.residual_history[:k], rb.residual_history[:k]
-    assert_all(comm, np.allclose(h1, h2, rtol=1e-6), f"{h1[:6]} vs {h2[:6]}")
+    assert_all(comm, np.allclose(h1, h2, rtol=1e-8), f"{h1[:6]} vs {h2[:6]}")
     assert_all(comm, abs(ra.iterations - rb.iterations) <= 1)
     for o in (a, b, s):
         o.destroy()
@@ -137,7 +145,7 @@ def test_wrong_or_corrupt_weights_fail_clearly(tmp_path):
     small = DCDMNet(2, channels=8)
     path = save_model(small, tmp_path / "small.safetensors")
     big = DCDMNet(2, channels=16)
-    with pytest.raises(InputError, match=r"small.safetensors does not match DCDMNet.*expected \(16"):
+    with pytest.raises(InputError, match=r"(?s)small.safetensors does not match DCDMNet.*expected \(16"):
         __import__("hybridsolve.learned.models", fromlist=["x"]).load_weights(big, path)
     torch.save(big.state_dict(), tmp_path / "sd.pt")
     with pytest.raises(InputError, match="does not match"):
@@ -161,3 +169,69 @@ def test_shipped_model_is_small_and_loads():
     m = load_model("dcdm2d")
     out = m(torch.randn(2, 1, 33, 40))  # any size, odd or even
     assert out.shape == (2, 1, 33, 40) and torch.isfinite(out).all()
+
+
+def _dolfinx_grid_permutation(V, comm, path):
+    """Global dof number of each point of the (n+1) x (n+1) vertex grid, in grid order (rank 0
+    writes it to ``path``)."""
+    imap = V.dofmap.index_map
+    nown = imap.size_local
+    coords = V.tabulate_dof_coordinates()[:nown, :2]
+    glob = imap.local_to_global(np.arange(nown, dtype=np.int32))
+    allc = comm.gather(coords, root=0)
+    allg = comm.gather(glob, root=0)
+    if comm.rank == 0:
+        c = np.concatenate(allc)
+        g = np.concatenate(allg)
+        m = int(round(np.sqrt(c.shape[0])))
+        ij = np.rint(c * (m - 1)).astype(int)
+        perm = np.empty(m * m, dtype=np.int64)
+        perm[ij[:, 0] * m + ij[:, 1]] = g
+        np.save(path, perm)
+    comm.Barrier()
+
+
+def test_dolfinx_linear_problem_uses_the_learned_preconditioner_by_options(comm, tmp_path):
+    import dolfinx
+    import dolfinx.fem.petsc
+    import ufl
+
+    n = 40
+    mesh = dolfinx.mesh.create_unit_square(comm, n, n)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    x = ufl.SpatialCoordinate(mesh)
+    f = ufl.exp(-60 * ((x[0] - 0.3) ** 2 + (x[1] - 0.65) ** 2)) - 0.5 * ufl.exp(
+        -80 * ((x[0] - 0.7) ** 2 + (x[1] - 0.3) ** 2))
+    facets = dolfinx.mesh.locate_entities_boundary(mesh, 1, lambda p: np.full(p.shape[1], True))
+    bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, 1, facets), V)
+    path = comm.bcast(str(tmp_path / "perm.npy"), root=0)
+    _dolfinx_grid_permutation(V, comm, path)
+    opts = {**FCG, **TORCHPC, "pc_torch_mode": "gathered", "pc_torch_permutation": path,
+            "ksp_rtol": 1e-10, "ksp_max_it": 500}
+    problem = dolfinx.fem.petsc.LinearProblem(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
+                                              f * v * ufl.dx, bcs=[bc], petsc_options=opts,
+                                              petsc_options_prefix="learned_")
+    uh = problem.solve()
+    ksp = problem.solver
+    ctx = ksp.getPC().getPythonContext()
+    assert_all(comm, ksp.getConvergedReason() > 0, f"reason {ksp.getConvergedReason()}")
+    assert ctx.stats["applications"] > 0 and ctx.shape == (n + 1, n + 1)
+    lu = dolfinx.fem.petsc.LinearProblem(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
+                                         f * v * ufl.dx, bcs=[bc], petsc_options={
+                                             "ksp_type": "preonly", "pc_type": "lu"},
+                                         petsc_options_prefix="lu_")
+    ref = lu.solve()
+    diff = uh.x.petsc_vec.copy()
+    diff.axpy(-1.0, ref.x.petsc_vec)
+    rel = diff.norm() / ref.x.petsc_vec.norm()
+    assert_all(comm, rel < 1e-7, f"relative difference to LU {rel:.2e}")
+    its_learned = ksp.getIterationNumber()
+    cg = dolfinx.fem.petsc.LinearProblem(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
+                                         f * v * ufl.dx, bcs=[bc], petsc_options={
+                                             "ksp_type": "cg", "pc_type": "none", "ksp_rtol": 1e-10,
+                                             "ksp_norm_type": "unpreconditioned"},
+                                         petsc_options_prefix="plain_")
+    cg.solve()
+    assert_all(comm, its_learned < cg.solver.getIterationNumber(),
+               f"learned {its_learned} its vs CG {cg.solver.getIterationNumber()}")

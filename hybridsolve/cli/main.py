@@ -113,6 +113,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", type=Path, help="write a plot (PNG) of cumulative cost and values")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    tr = add("train", "train a learned component: 'train dcdm' trains DCDM's network label-free "
+                      "on Ritz vectors of structured-grid Poisson matrices with obstacles")
+    tr.add_argument("what", choices=["dcdm"], help="what to train")
+    tr.add_argument("--n", type=int, default=32, help="grid points per side (default 32)")
+    tr.add_argument("--dim", type=int, default=2, choices=[2, 3], help="2 or 3 (default 2)")
+    tr.add_argument("--obstacles", type=int, default=3, help="solid boxes per matrix (default 3)")
+    tr.add_argument("--matrices", type=int, default=4, help="training matrices (default 4)")
+    tr.add_argument("--lanczos", type=int, default=300, help="Lanczos steps per matrix (default 300)")
+    tr.add_argument("--samples", type=int, default=2000, help="right-hand sides (default 2000)")
+    tr.add_argument("--epochs", type=int, default=15, help="epochs (default 15)")
+    tr.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+
     d = add("demo", "the main job on an embedded default: Darcy and Helmholtz datasets generated "
                     "with and without SKR, with the speed-up table")
     d.add_argument("--n", type=int, default=65, help="grid size parameter (default 65: 4096 unknowns)")
@@ -337,6 +354,24 @@ def cmd_tune(args: argparse.Namespace, comm) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, comm) -> int:
+    from hybridsolve.learned.training import TrainConfig, train_dcdm
+    from hybridsolve.parallel import print0
+
+    if comm.size > 1:
+        raise InputError("train runs on one rank (run it without mpiexec)")
+    cfg = TrainConfig(n=args.n, dim=args.dim, obstacles=args.obstacles, matrices=args.matrices,
+                      lanczos=args.lanczos, samples=args.samples, epochs=args.epochs,
+                      batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
+                      out=args.out)
+    summary = train_dcdm(cfg, progress=not args.quiet, log=lambda m: print0(m, comm=comm))
+    loss = summary["loss_history"]
+    print0(f"train dcdm: {summary['samples']} right-hand sides, {cfg.epochs} epochs, loss "
+           f"{loss[0]:.4f} -> {loss[-1]:.4f}, {summary['time']:.1f} s; wrote {summary['out']} "
+           f"(use it with -pc_torch_model {summary['out']})", comm=comm)
+    return 0
+
+
 def _demo_runs(family: str) -> list:
     """The four ways the demo generates a family's dataset (strongest independent solvers as
     measured in benchmarks/results/skr_bar.md)."""
@@ -436,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_solve(args, comm)
         if args.command == "datagen":
             return cmd_datagen(args, comm)
+        if args.command == "train":
+            return cmd_train(args, comm)
         if args.command == "tune":
             return cmd_tune(args, comm)
         if args.command == "demo":

@@ -3,7 +3,8 @@
 
 By options, in any petsc4py or DOLFINx code::
 
-    -ksp_type fcg -ksp_fcg_mmax 2 -pc_type python -pc_python_type hybridsolve.learned.petsc.TorchPC
+    -ksp_type fcg -ksp_fcg_mmax 2 -ksp_fcg_truncation_type standard
+    -pc_type python -pc_python_type hybridsolve.learned.petsc.TorchPC
     -pc_torch_model dcdm2d            # a shipped model, or a .safetensors / state-dict file
     -pc_torch_mode local|gathered     # see below
     -pc_torch_device auto|cpu|cuda    # auto: the node-local rank's GPU when there is one
@@ -12,9 +13,12 @@ By options, in any petsc4py or DOLFINx code::
     -pc_torch_check descent|finite    # what is rejected: NaN/Inf, and (descent) r.z <= 0
     -pc_torch_shape 128,128           # the grid (default: inferred from the size, square/cube)
     -pc_torch_permutation perm.npy    # global PETSc index of each grid point (e.g. DOLFINx dofs)
+    -pc_torch_mask auto|none          # zero the output on decoupled rows (solids, Dirichlet rows)
 
 or ``-ksp_type python -ksp_python_type hybridsolve.learned.petsc.DCDM`` with the same PC.
-An in-memory model is attached with ``pc.getPythonContext().set_model(module, shape=...)``.
+An in-memory model is selected by options after ``register_model("mine", module)`` as
+``-pc_torch_model memory:mine``, or attached to a configured PC with
+``pc.getPythonContext().set_model(module, shape=...)``.
 
 Modes under MPI:
 
@@ -39,7 +43,21 @@ import numpy as np
 from hybridsolve.errors import CollectiveError, InputError
 from hybridsolve.stack import MPI, PETSc
 
-__all__ = ["TorchPC", "DCDM", "node_local_device"]
+__all__ = ["TorchPC", "DCDM", "node_local_device", "register_model"]
+
+#: in-memory models by name, for ``-pc_torch_model memory:<name>`` (see :func:`register_model`)
+_REGISTRY: dict[str, Any] = {}
+
+
+def register_model(name: str, model) -> str:
+    """Make an in-memory ``torch.nn.Module`` selectable by options as
+    ``-pc_torch_model memory:<name>`` (each rank registers its own copy). Returns that value."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"register_model: expected a torch.nn.Module, got {type(model).__name__}")
+    _REGISTRY[name] = model
+    return f"memory:{name}"
 
 _FLEXIBLE = ("fcg", "fgmres", "gcr", "python", "pipefcg", "pipegcr")
 _CHECKS = ("descent", "finite", "none")
@@ -96,6 +114,8 @@ class TorchPC:
         self.fallback_type = "jacobi"
         self.check = "descent"
         self.threads = 1
+        self.mask_mode = "auto"
+        self._mask: np.ndarray | None = None
         self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
                       "fallback_not_descent": 0, "model_time": 0.0}
         self._fallback: PETSc.PC | None = None
@@ -144,6 +164,9 @@ class TorchPC:
         if self.check not in _CHECKS:
             raise InputError(f"{name}check: one of {', '.join(_CHECKS)}, got {self.check!r}")
         self.threads = opts.getInt("pc_torch_threads", self.threads)
+        self.mask_mode = opts.getString("pc_torch_mask", self.mask_mode)
+        if self.mask_mode not in ("auto", "none"):
+            raise InputError(f"{name}mask: auto or none, got {self.mask_mode!r}")
         shape = get("pc_torch_shape")
         if shape is not None:
             try:
@@ -166,8 +189,6 @@ class TorchPC:
     def setUp(self, pc: PETSc.PC) -> None:
         import torch
 
-        from hybridsolve.learned.models import load_model
-
         A, P = pc.getOperators()
         comm = A.getComm().tompi4py()
         self.device = _collective_check(comm, lambda: node_local_device(comm, self.device_request),
@@ -177,7 +198,7 @@ class TorchPC:
                 raise InputError(f"TorchPC ({self._prefix or 'no prefix'}): no model: give "
                                  f"-{self._prefix}pc_torch_model <file|dcdm2d> or attach one "
                                  "with pc.getPythonContext().set_model(module)")
-            self.model = _collective_check(comm, lambda: load_model(self.source), "TorchPC")
+            self.model = _collective_check(comm, lambda: self._resolve(self.source), "TorchPC")
         self._place()
         n = A.getSize()[0]
         if self.permutation_file is not None and self.permutation is None:
@@ -220,6 +241,36 @@ class TorchPC:
             fb.setUp()
             self._fallback = fb
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
+        self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
+
+    @staticmethod
+    def _decoupled_mask(A: PETSc.Mat) -> np.ndarray | None:
+        """1 on rows that couple to other unknowns, 0 on decoupled rows (a diagonal entry only:
+        solid cells, Dirichlet rows). The model's output is zeroed there: those unknowns are
+        settled by their own row, and a direction that moves them only pollutes the residual."""
+        if A.getType() in ("python", "shell"):
+            return None
+        try:
+            indptr, indices, _ = A.getValuesCSR()
+        except PETSc.Error:
+            return None
+        r0, _ = A.getOwnershipRange()
+        rows = np.arange(indptr.size - 1) + r0
+        lens = np.diff(indptr)
+        only_diag = (lens == 0) | ((lens == 1) & (indices[indptr[:-1].clip(max=max(indices.size - 1, 0))] == rows))
+        return (~only_diag).astype(float)
+
+    @staticmethod
+    def _resolve(source: str):
+        from hybridsolve.learned.models import load_model
+
+        if source.startswith("memory:"):
+            name = source[len("memory:"):]
+            if name not in _REGISTRY:
+                raise InputError(f"no in-memory model registered as {name!r} "
+                                 "(hybridsolve.learned.petsc.register_model)")
+            return _REGISTRY[name]
+        return load_model(source)
 
     @staticmethod
     def _infer_shape(n: int, dim: int) -> tuple[int, ...]:
@@ -279,7 +330,10 @@ class TorchPC:
                 comm.Scatterv((out[j], (self._counts, self._displs)) if comm.rank == 0 else None,
                               col, root=0)
                 Z[:, j] = col
-        return Z * scale
+        Z = Z * scale
+        if self._mask is not None:
+            Z *= self._mask[:, None]
+        return Z
 
     def _apply_block(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Directions for the columns of R, and which columns need the fallback."""

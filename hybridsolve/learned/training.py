@@ -19,7 +19,8 @@ import scipy.sparse as sp
 
 from hybridsolve.errors import InputError
 
-__all__ = ["lanczos_ritz", "ritz_rhs", "TrainConfig", "train_dcdm", "grid_training_matrices"]
+__all__ = ["lanczos_ritz", "ritz_rhs", "TrainConfig", "train_dcdm", "grid_training_matrices",
+           "coupled_mask", "dcdm_loss"]
 
 
 def lanczos_ritz(A: sp.spmatrix, m: int, rng: np.random.Generator,
@@ -121,12 +122,23 @@ def _torch_csr(A: sp.csr_matrix, dtype):
                                    torch.from_numpy(A.data).to(dtype), size=A.shape)
 
 
-def dcdm_loss(model, A_t, R, shape):
-    """``mean ||r - alpha A q||^2`` with ``q = model(r)``, ``alpha = q.r / q.Aq`` (rows of R)."""
+def coupled_mask(A: sp.csr_matrix) -> np.ndarray:
+    """1 on rows that couple to other unknowns, 0 on decoupled (diagonal-only) rows: where
+    :class:`~hybridsolve.learned.petsc.TorchPC` zeroes the model's output (``-pc_torch_mask``)."""
+    A = A.tocsr()
+    off = np.diff(A.indptr) - (A.diagonal() != 0)
+    return (off > 0).astype(float)
+
+
+def dcdm_loss(model, A_t, R, shape, mask=None):
+    """``mean ||r - alpha A q||^2`` with ``q = model(r)`` (zero on decoupled rows when ``mask``
+    is given), ``alpha = q.r / q.Aq`` (rows of R)."""
     import torch
 
     k = R.shape[0]
     Q = model(R.reshape(k, 1, *shape)).reshape(k, -1)
+    if mask is not None:
+        Q = Q * mask
     AQ = torch.sparse.mm(A_t, Q.T).T
     alpha = (Q * R).sum(1) / (Q * AQ).sum(1).clamp_min(1e-30)
     return ((R - alpha[:, None] * AQ) ** 2).sum(1).mean()
@@ -157,6 +169,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     X = torch.from_numpy(np.concatenate(data)).float()
     which = np.array(which)
     A_ts = [_torch_csr(A, torch.float32) for A in mats]
+    masks = [torch.from_numpy(coupled_mask(A)).float() for A in mats]
     shape = (cfg.n,) * cfg.dim
     t_data = time.perf_counter() - t0
     model = DCDMNet(cfg.dim, cfg.channels, cfg.pre, cfg.coarse, cfg.post)
@@ -188,7 +201,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             # a batch holds right-hand sides of one matrix (the loss needs its A)
             m = int(which[idx[0]])
             idx = idx[which[idx] == m]
-            loss = dcdm_loss(model, A_ts[m], X[idx], shape)
+            loss = dcdm_loss(model, A_ts[m], X[idx], shape, masks[m])
             opt.zero_grad()
             loss.backward()
             opt.step()

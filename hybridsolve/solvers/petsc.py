@@ -28,6 +28,11 @@ METHODS: dict[str, dict[str, Any]] = {
     # Krylov recycling across a sequence (hybridsolve.recycling): keep one KrylovSolver
     "gcrodr": {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.GCRODR"},
     "rcg": {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG"},
+    # deep conjugate directions (hybridsolve.learned): the shipped 2-D network through TorchPC,
+    # gathered so that the directions do not depend on the rank count
+    "dcdm": {"ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
+             "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
+             "pc_torch_model": "dcdm2d", "pc_torch_mode": "gathered"},
 }
 _SOR_TYPES = {"forward": "pc_sor_local_forward", "backward": "pc_sor_local_backward",
               "symmetric": "pc_sor_local_symmetric"}
