@@ -235,3 +235,28 @@ def test_dolfinx_linear_problem_uses_the_learned_preconditioner_by_options(comm,
     cg.solve()
     assert_all(comm, its_learned < cg.solver.getIterationNumber(),
                f"learned {its_learned} its vs CG {cg.solver.getIterationNumber()}")
+
+
+@pytest.mark.serial
+def test_train_cli_trains_resumes_and_the_model_plugs_in(tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "m.safetensors"
+    args = ["train", "dcdm", "--n", "16", "--matrices", "2", "--lanczos", "60", "--samples", "64",
+            "--epochs", "2", "--batch", "8", "--threads", "1", "--out", str(out), "--quiet"]
+    p = run_cli(args)
+    assert p.returncode == 0, p.stderr
+    from hybridsolve.learned.models import model_info
+
+    info = model_info(out)
+    assert len(info["history"]) == 2 and info["train"]["n"] == 16
+    other = [a if a != "8" else "4" for a in args]  # another batch size: another configuration
+    p = run_cli(other)
+    assert p.returncode == 2 and "another training configuration" in p.stderr
+    p = run_cli(["solve", "--family", "grid", "--n", "20", "--opt", "obstacles=1", "--rtol", "1e-6",
+                 "-ksp_type", "fcg", "-ksp_fcg_mmax", "2", "-pc_type", "python",
+                 "-pc_python_type", "hybridsolve.learned.petsc.TorchPC", "-pc_torch_model", str(out),
+                 "-ksp_converged_reason"])
+    assert p.returncode == 0 and "CONVERGED_RTOL" in p.stdout, p.stderr
+    p = run_cli(["train", "dcdm", "--dim", "4", "--out", str(out)])
+    assert p.returncode == 2

@@ -116,10 +116,15 @@ class TrainConfig:
 def _torch_csr(A: sp.csr_matrix, dtype):
     import torch
 
+    import warnings
+
     A = A.tocsr()
-    return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                   torch.from_numpy(A.indices.astype(np.int64)),
-                                   torch.from_numpy(A.data).to(dtype), size=A.shape)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
+                                       torch.from_numpy(A.indices.astype(np.int64)),
+                                       torch.from_numpy(A.data).to(dtype), size=A.shape,
+                                       check_invariants=False)
 
 
 def coupled_mask(A: sp.csr_matrix) -> np.ndarray:
