@@ -44,11 +44,19 @@ class NaNModel(torch.nn.Module):
 
 
 class AntiModel(torch.nn.Module):
-    """Returns minus the input: never a descent direction."""
+    """Returns minus the input: an ascent direction every time (flipped by TorchPC)."""
     dim = 2
 
     def forward(self, r):
         return -r
+
+
+class ZeroModel(torch.nn.Module):
+    """Returns zero: no direction at all (fallback)."""
+    dim = 2
+
+    def forward(self, r):
+        return 0.0 * r
 
 
 @pytest.mark.parametrize("ksp", ["fcg", "fgmres"])
@@ -77,7 +85,8 @@ def test_gathered_mode_gives_the_same_iterations_on_any_rank_count(comm):
 
 
 @pytest.mark.parametrize("model,counter", [(NaNModel(), "fallback_nonfinite"),
-                                           (AntiModel(), "fallback_not_descent")])
+                                           (ZeroModel(), "fallback_not_descent"),
+                                           (AntiModel(), "sign_flips")])
 def test_fallback_replaces_garbage_and_the_solve_still_converges(comm, model, counter):
     s = _grid(comm, n=24)
     name = register_model(type(model).__name__, model)
@@ -254,7 +263,7 @@ def test_train_cli_trains_resumes_and_the_model_plugs_in(tmp_path):
     p = run_cli(other)
     assert p.returncode == 2 and "another training configuration" in p.stderr
     p = run_cli(["solve", "--family", "grid", "--n", "20", "--opt", "obstacles=1", "--rtol", "1e-6",
-                 "-ksp_type", "fcg", "-ksp_fcg_mmax", "2", "-pc_type", "python",
+                 "-ksp_type", "fgmres", "-ksp_max_it", "1000", "-pc_type", "python",
                  "-pc_python_type", "hybridsolve.learned.petsc.TorchPC", "-pc_torch_model", str(out),
                  "-ksp_converged_reason"])
     assert p.returncode == 0 and "CONVERGED_RTOL" in p.stdout, p.stderr

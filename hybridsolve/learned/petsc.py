@@ -10,7 +10,7 @@ By options, in any petsc4py or DOLFINx code::
     -pc_torch_device auto|cpu|cuda    # auto: the node-local rank's GPU when there is one
     -pc_torch_dtype float32|float64   # the model's dtype (the solver stays float64)
     -pc_torch_fallback jacobi         # PC used when the model's output is rejected ("none": error)
-    -pc_torch_check descent|finite    # what is rejected: NaN/Inf, and (descent) r.z <= 0
+    -pc_torch_check descent|finite    # what is rejected: NaN/Inf, and (descent) r.z ~ 0
     -pc_torch_shape 128,128           # the grid (default: inferred from the size, square/cube)
     -pc_torch_permutation perm.npy    # global PETSc index of each grid point (e.g. DOLFINx dofs)
     -pc_torch_mask auto|none          # zero the output on decoupled rows (solids, Dirichlet rows)
@@ -93,9 +93,10 @@ def _collective_check(comm: MPI.Comm, fn, what: str):
 class TorchPC:
     """A torch model as a PETSc preconditioner: ``y = ||x|| model(x / ||x||)`` on the grid.
 
-    Safeguards: an output with NaN/Inf, or (``check=descent``) one that is not a descent
-    direction (``x . y <= 0``), is replaced for that application by the fallback preconditioner
-    (Jacobi by default) and counted; the counts are in ``-ksp_view`` and :attr:`stats`. The
+    Safeguards: an output with NaN/Inf, or (``check=descent``) one (nearly) orthogonal to the
+    residual, is replaced for that application by the fallback preconditioner (Jacobi by
+    default) and counted; an ascent direction (``x . y < 0``) is flipped (the scale-invariant
+    training loss does not fix the sign) and counted; the counts are in ``-ksp_view`` and :attr:`stats`. The
     decision is collective (the same on every rank). With plain CG (which assumes a fixed SPD
     preconditioner) it warns once and points to the flexible methods.
     """
@@ -117,7 +118,7 @@ class TorchPC:
         self.mask_mode = "auto"
         self._mask: np.ndarray | None = None
         self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
-                      "fallback_not_descent": 0, "model_time": 0.0}
+                      "fallback_not_descent": 0, "sign_flips": 0, "model_time": 0.0}
         self._fallback: PETSc.PC | None = None
         self._warned = False
         self._prefix = ""
@@ -348,7 +349,17 @@ class TorchPC:
         nonfinite = tot[:k] > 0
         descent_fail = np.zeros(k, dtype=bool)
         if self.check == "descent":
-            descent_fail = ~nonfinite & ~(tot[k:] > 0)
+            # The scale-invariant training loss cannot tell q from -q: a model may propose
+            # ascent directions consistently. -q is then a descent direction: flip it.
+            # A direction orthogonal to the residual is useless either way: fallback.
+            dots = tot[k:]
+            znorm = np.sqrt(self._comm.allreduce(np.einsum("ij,ij->j", np.where(np.isfinite(Z), Z, 0.0),
+                                                            np.where(np.isfinite(Z), Z, 0.0))))
+            rnorm = np.sqrt(self._comm.allreduce(np.einsum("ij,ij->j", R, R)))
+            flip = ~nonfinite & (dots < 0)
+            Z[:, flip] *= -1.0
+            self.stats["sign_flips"] += int(flip.sum())
+            descent_fail = ~nonfinite & (np.abs(dots) <= 1e-12 * znorm * rnorm)
         elif self.check == "none":
             nonfinite[:] = False
         self.stats["fallback_nonfinite"] += int(nonfinite.sum())
@@ -404,7 +415,8 @@ class TorchPC:
             f"  applications {s['applications']} ({s['vectors']} vectors), model time "
             f"{s['model_time']:.3g} s; fallback ({self.fallback_type}) used "
             f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
-            f"for a non-descent direction (check: {self.check})\n")
+            f"for a direction orthogonal to the residual (check: {self.check}); "
+            f"{s['sign_flips']} ascent directions flipped\n")
 
     def reset(self, pc: PETSc.PC) -> None:
         if self._fallback is not None:

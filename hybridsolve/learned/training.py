@@ -149,6 +149,18 @@ def dcdm_loss(model, A_t, R, shape, mask=None):
     return ((R - alpha[:, None] * AQ) ** 2).sum(1).mean()
 
 
+def _orient(model, R, shape) -> None:
+    """The loss cannot tell q from -q: flip the last layer so that the model proposes descent
+    directions (``r . q > 0``) on training residuals."""
+    import torch
+
+    with torch.no_grad():
+        Q = model(R.reshape(R.shape[0], 1, *shape)).reshape(R.shape[0], -1)
+        if float((Q * R).sum()) < 0:
+            model.last.weight.neg_()
+            model.last.bias.neg_()
+
+
 def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     """Train, checkpoint every epoch (``<out>`` and ``<out>.state.pt`` to resume), return a
     summary. A rerun with the same configuration resumes from the last epoch."""
@@ -213,6 +225,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             tot += loss.item() * len(idx)
             cnt += len(idx)
         history.append(tot / cnt)
+        _orient(model, X[: cfg.batch], shape)
         save_model(model, out, train=json.loads(cfg_json), history=history)
         torch.save({"config": cfg_json, "optimizer": opt.state_dict(), "epoch": epoch + 1,
                     "history": history}, str(state_path) + ".tmp")
