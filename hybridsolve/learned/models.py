@@ -29,7 +29,7 @@ from hybridsolve.errors import InputError
 __all__ = ["DCDMNet", "save_model", "load_model", "load_weights", "SHIPPED", "shipped_model_path"]
 
 #: models shipped inside the package (``-pc_torch_model dcdm2d``)
-SHIPPED = {"dcdm2d": "dcdm2d.safetensors"}
+SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors"}
 
 
 def shipped_model_path(name: str) -> Path:
