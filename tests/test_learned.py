@@ -269,3 +269,26 @@ def test_train_cli_trains_resumes_and_the_model_plugs_in(tmp_path):
     assert p.returncode == 0 and "CONVERGED_RTOL" in p.stdout, p.stderr
     p = run_cli(["train", "dcdm", "--dim", "4", "--out", str(out)])
     assert p.returncode == 2
+
+
+class CoarseModel(torch.nn.Module):
+    """A descent direction that only ever sees the coarsest scales: DCDM stalls on the rest."""
+    dim = 2
+
+    def forward(self, r):
+        c = torch.nn.functional.avg_pool2d(r, 8, ceil_mode=True)
+        return torch.nn.functional.interpolate(c, size=r.shape[2:], mode="nearest")
+
+
+def test_dcdm_switches_to_classical_directions_when_the_network_stalls(comm):
+    s = _grid(comm, n=32)
+    name = register_model("coarse", CoarseModel())
+    solver, res, _ = _solve(comm, s, {**TORCHPC, **DCDM, "pc_torch_model": name,
+                                      "pc_torch_mode": "gathered", "ksp_dcdm_stall": 20},
+                            rtol=1e-8)
+    stats = solver.ksp.getPythonContext().stats
+    assert_all(comm, res.converged and res.true_residual <= 1.01e-8, res.summary())
+    assert_all(comm, stats["classical_switches"] == 1 and stats["classical_iterations"] > 0,
+               str(stats))
+    solver.destroy()
+    s.destroy()

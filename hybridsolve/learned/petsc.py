@@ -434,17 +434,23 @@ class DCDM:
     A-orthogonalised against the last ``window`` directions (``-ksp_dcdm_window``, default 2),
     exact line search ``alpha = q.r / q.Aq``, then the true residual ``r = b - A x`` is
     recomputed (``-ksp_dcdm_true_residual 0`` uses the recurrence instead). PETSc's convergence
-    test, monitors and history see ``||r||`` (the unpreconditioned norm).
+    test, monitors and history see ``||r||`` (the unpreconditioned norm). If the residual has
+    not dropped by 1% below its best for ``-ksp_dcdm_stall`` (50) iterations, the network is
+    dropped for the rest of the solve: the directions come from TorchPC's fallback PC (or are
+    the residual itself: conjugate gradients), and the switch is counted (``-ksp_view``).
     """
 
     def __init__(self) -> None:
         self.window = 2
         self.true_residual = True
+        self.stall = 50
+        self.stats = {"solves": 0, "classical_switches": 0, "classical_iterations": 0}
 
     def setFromOptions(self, ksp: PETSc.KSP) -> None:
         opts = PETSc.Options(ksp.getOptionsPrefix())
         self.window = opts.getInt("ksp_dcdm_window", self.window)
         self.true_residual = opts.getBool("ksp_dcdm_true_residual", self.true_residual)
+        self.stall = opts.getInt("ksp_dcdm_stall", self.stall)
         if self.window < 1:
             raise InputError(f"DCDM: -ksp_dcdm_window must be >= 1, got {self.window}")
 
@@ -453,7 +459,10 @@ class DCDM:
 
     def view(self, ksp: PETSc.KSP, viewer: PETSc.Viewer) -> None:
         viewer.printfASCII(f"  DCDM: window {self.window}, exact line search, "
-                           f"{'true' if self.true_residual else 'recurrence'} residual\n")
+                           f"{'true' if self.true_residual else 'recurrence'} residual; "
+                           f"switch to classical directions after {self.stall} iterations "
+                           f"without progress: {self.stats['classical_switches']} of "
+                           f"{self.stats['solves']} solves switched\n")
 
     def solve(self, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
         A, _ = ksp.getOperators()
@@ -475,8 +484,22 @@ class DCDM:
         ksp.monitor(0, rnorm)
         reason = ksp.callConvergenceTest(0, rnorm)
         max_it = ksp.getTolerances()[3]
+        self.stats["solves"] += 1
+        best, best_it, classical = rnorm, 0, False
         while not reason:
-            pc.apply(r, q)
+            if classical:
+                # the network stopped making progress: classical directions from here on (the
+                # TorchPC's fallback PC, else the residual: with the A-orthogonal window that is
+                # conjugate gradients)
+                ctx = pc.getPythonContext() if pc.getType() == "python" else None
+                fb = getattr(ctx, "_fallback", None)
+                if fb is not None:
+                    fb.apply(r, q)
+                else:
+                    r.copy(q)
+                self.stats["classical_iterations"] += 1
+            else:
+                pc.apply(r, q)
             for p, Ap, pAp in dirs:
                 q.axpy(-q.dot(Ap) / pAp, p)
             Aq = b.duplicate()
@@ -501,6 +524,15 @@ class DCDM:
                 old[1].destroy()
             its += 1
             rnorm = r.norm()
+            if rnorm < 0.99 * best:
+                best, best_it = rnorm, its
+            elif not classical and self.stall > 0 and its - best_it >= self.stall:
+                classical = True
+                self.stats["classical_switches"] += 1
+                for p, Ap, _ in dirs:   # a fresh start for the classical directions
+                    p.destroy()
+                    Ap.destroy()
+                dirs = []
             ksp.setIterationNumber(its)
             ksp.setResidualNorm(rnorm)
             ksp.logConvergenceHistory(rnorm)
