@@ -231,7 +231,7 @@ def test_sor_tuner_bad_input(comm):
     db = PETSc.Options()
     db["tt_pc_sor_omega"] = 1.5
     try:
-        with pytest.raises(InputError, match="chooses omega itself"):
+        with pytest.raises(InputError, match="chooses -tt_pc_sor_omega itself"):
             SORTuner(KrylovSolver(comm, prefix="tt_", method="sor"))
     finally:
         db.delValue("tt_pc_sor_omega")

@@ -165,19 +165,18 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
 
     solver = None
     results = []
-    previous = None
     if verbose:
         print0(f"{'system':>6s} {'size':>9s} {'its':>5s} {'reason':>22s} {'true rel res':>12s} "
                f"{'time [s]':>9s}", comm=comm)
-    for i in range(family.count):
-        if params is not None:
-            system = family.system_from_params(params[i], comm, index=i, previous=previous)
-        else:
-            system = family.system(i, comm, previous=previous)
+
+    def solve_one(system):
+        nonlocal solver
         if solver is None:
             solver = KrylovSolver(comm, prefix=prefix, options=system.default_options, rtol=rtol,
                                   method=method, omega=omega, sor_type=sor_type)
-        res = solver.solve(system.A, system.b, system.x0)
+        return solver.solve(system.A, system.b, system.x0)
+
+    for i, system, res in family.solve_each(comm, solve_one, params=params):
         res.info["params_index"] = i
         if i == 0:
             left = unused_options()
@@ -189,16 +188,7 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
         if verbose:
             print0(f"{i:6d} {system.size:9d} {res.iterations:5d} {res.reason_name:>22s} "
                    f"{res.true_residual:12.3e} {res.time:9.4f}", comm=comm)
-        if previous is not None:
-            previous.destroy()
-        previous = res.x if family.sequential else None
-        if not family.sequential:
-            res.x.destroy()
-            res.x = None
         results.append(res)
-        system.destroy()
-    if previous is not None:
-        previous.destroy()
     if solver is not None:
         solver.destroy()
     return results

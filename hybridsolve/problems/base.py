@@ -247,6 +247,32 @@ class ProblemFamily(abc.ABC):
         for i in range(self.count):
             yield self.system(i, comm)
 
+    def solve_each(self, comm, solve: Callable[[LinearSystem], Any], params=None
+                   ) -> Iterator[tuple[int, LinearSystem, Any]]:
+        """Solve every system in order with ``solve(system) -> SolveResult``; yields ``(i,
+        system, result)``. Sequential families get the previous solution (and keep it as the
+        next ``previous``); otherwise each solution is freed once the caller has seen it. The
+        system is destroyed after the caller resumes."""
+        previous = None
+        try:
+            for i in range(self.count):
+                if params is not None:
+                    system = self.system_from_params(params[i], comm, index=i, previous=previous)
+                else:
+                    system = self.system(i, comm, previous=previous)
+                res = solve(system)
+                yield i, system, res
+                if previous is not None:
+                    previous.destroy()
+                previous = res.x if self.sequential else None
+                if not self.sequential:
+                    res.x.destroy()
+                    res.x = None
+                system.destroy()
+        finally:
+            if previous is not None:
+                previous.destroy()
+
     def describe(self) -> dict:
         return {"name": self.name, "summary": self.summary, "n": self.size_doc,
                 "symmetric": self.symmetric, "definite": self.definite,

@@ -40,7 +40,8 @@ COSTS = ("iterations", "time")
 class _Tuner:
     """The choose -> set -> solve -> observe cycle shared by the tuners (rank 0 learns)."""
 
-    option: str = ""
+    option: str = ""      # the PETSc option tuned (without prefix)
+    info_key: str = ""    # its name in ``SolveResult.info``
 
     def __init__(self, solver: KrylovSolver, learner: Learner | str, *, values=None,
                  cost: str = "iterations", context_range=None, seed: int = 0,
@@ -50,6 +51,9 @@ class _Tuner:
                              f"{type(solver).__name__}")
         if cost not in COSTS:
             raise InputError(f"{type(self).__name__}: unknown cost {cost!r}; known: {', '.join(COSTS)}")
+        if PETSc.Options().hasName(solver.prefix + self.option):
+            raise InputError(f"{type(self).__name__} chooses -{solver.prefix}{self.option} "
+                             "itself: remove it from the options")
         self.solver = solver
         self.cost = cost
         self.comm: MPI.Comm = solver.ksp.getComm().tompi4py()
@@ -97,8 +101,29 @@ class _Tuner:
     def _check_values(self, values: np.ndarray) -> None:
         pass
 
+    def _format(self, value: float) -> str:
+        return repr(float(value))
+
+    def _reread(self, ksp: PETSc.KSP) -> None:
+        """Make the solver read the option again (it was just set in the database)."""
+        ksp.setFromOptions()
+
+    def _check_solver(self) -> None:
+        """Called after the first solve, when the solver is configured."""
+
     def _set(self, value: float) -> None:
-        raise NotImplementedError
+        """Before the first solve the solver is not configured yet: the value is one of its code
+        defaults. Afterwards it is put in the options database and re-read."""
+        if not self.results:
+            self.solver._options[self.option] = self._format(value)
+            return
+        db = PETSc.Options()
+        key = self.solver.prefix + self.option
+        db[key] = self._format(value)
+        try:
+            self._reread(self.solver.ksp)
+        finally:
+            db.delValue(key)
 
     # -- the cycle ---------------------------------------------------------------------------
     def choose(self, context: float | None = None) -> float:
@@ -144,13 +169,17 @@ class _Tuner:
         """
         value = self.choose(context)
         self._set(value)
+        first = not self.results
         result = self.solver.solve(A, b, x0, P=P)
+        if first:
+            self.solver._options.pop(self.option, None)
+            self._check_solver()
         cost = result.iterations if self.cost == "iterations" else result.time
         if not result.converged:
             # a value that failed costs the whole budget: the learner must learn to avoid it
             cost = max(cost, self.solver.ksp.getTolerances()[3] if self.cost == "iterations" else cost)
         self.observe(cost)
-        result.info[self.option or "value"] = value
+        result.info[self.info_key] = value
         result.info["value"] = value
         self.results.append(result)
         self.values.append(value)
@@ -182,14 +211,12 @@ class SORTuner(_Tuner):
             (the tuner chooses omega), a preconditioner that is not SOR.
     """
 
-    option = "omega"
+    option = "pc_sor_omega"
+    info_key = "omega"
 
     def __init__(self, solver: KrylovSolver, learner: Learner | str = "tsallis", *,
                  omegas: Sequence[float] | None = None, cost: str = "iterations",
                  context_range=None, seed: int = 0, checkpoint=None, **learner_kwargs) -> None:
-        key = solver.prefix + "pc_sor_omega"
-        if PETSc.Options().hasName(key):
-            raise InputError(f"SORTuner chooses omega itself: remove -{key} from the options")
         super().__init__(solver, learner, values=default_omegas() if omegas is None else omegas,
                          cost=cost, context_range=context_range, seed=seed,
                          checkpoint=checkpoint, **learner_kwargs)
@@ -198,35 +225,15 @@ class SORTuner(_Tuner):
         for w in values:
             check_omega(w)
 
-    def _set(self, value: float) -> None:
-        ksp = self.solver.ksp
-        if not self.results:
-            # before the first solve the solver is not configured yet: omega is a code default
-            self.solver._options["pc_sor_omega"] = value
-            self._first = True
-            return
-        pc = ksp.getPC()
+    def _check_solver(self) -> None:
+        pc = self.solver.ksp.getPC()
         if pc.getType() != "sor":
-            raise InputError(f"SORTuner needs PETSc's SOR preconditioner (method sor or ssor-pcg), "
-                             f"but the solver uses -pc_type {pc.getType()}")
-        db = PETSc.Options()
-        key = self.solver.prefix + "pc_sor_omega"
-        db[key] = value
-        try:
-            pc.setFromOptions()
-        finally:
-            db.delValue(key)
+            raise InputError(f"SORTuner needs PETSc's SOR preconditioner (method sor or "
+                             f"ssor-pcg), but the solver uses -pc_type {pc.getType()}")
 
-    def solve(self, A, b, x0=None, *, context=None, P=None) -> SolveResult:
-        first = not self.results
-        result = super().solve(A, b, x0, context=context, P=P)
-        if first:
-            self.solver._options.pop("pc_sor_omega", None)
-            pc = self.solver.ksp.getPC()
-            if pc.getType() != "sor":
-                raise InputError(f"SORTuner needs PETSc's SOR preconditioner (method sor or "
-                                 f"ssor-pcg), but the solver uses -pc_type {pc.getType()}")
-        return result
+    def _reread(self, ksp: PETSc.KSP) -> None:
+        self._check_solver()
+        ksp.getPC().setFromOptions()
 
 
 class OptionsTuner(_Tuner):
@@ -252,10 +259,7 @@ class OptionsTuner(_Tuner):
         option = option.lstrip("-")
         if not option:
             raise InputError("OptionsTuner: give the option to tune, e.g. 'ksp_gcrodr_k'")
-        if PETSc.Options().hasName(solver.prefix + option):
-            raise InputError(f"OptionsTuner chooses -{solver.prefix}{option} itself: remove it "
-                             "from the options")
-        self.option = option
+        self.option = self.info_key = option
         vals = np.asarray(values, dtype=float).reshape(-1)
         self.integer = bool(np.all(vals == np.round(vals))) if integer is None else integer
         super().__init__(solver, learner, values=vals, cost=cost, context_range=context_range,
@@ -264,29 +268,12 @@ class OptionsTuner(_Tuner):
     def _format(self, value: float) -> str:
         return str(int(round(value))) if self.integer else repr(float(value))
 
-    def _set(self, value: float) -> None:
-        key = self.solver.prefix + self.option
-        if not self.results:
-            self.solver._options[self.option] = self._format(value)
-            return
-        db = PETSc.Options()
-        db[key] = self._format(value)
-        try:
-            ksp = self.solver.ksp
-            if self.option.startswith("pc_"):
-                ksp.getPC().setFromOptions()
-                ksp.getPC().reset()  # rebuild the preconditioner with the new value
-            else:
-                ksp.setFromOptions()
-        finally:
-            db.delValue(key)
-
-    def solve(self, A, b, x0=None, *, context=None, P=None) -> SolveResult:
-        first = not self.results
-        result = super().solve(A, b, x0, context=context, P=P)
-        if first:
-            self.solver._options.pop(self.option, None)
-        return result
+    def _reread(self, ksp: PETSc.KSP) -> None:
+        if self.option.startswith("pc_"):
+            ksp.getPC().setFromOptions()
+            ksp.getPC().reset()  # rebuild the preconditioner with the new value
+        else:
+            ksp.setFromOptions()
 
 
 def context_of(system, spec: str | None) -> float | None:
@@ -323,20 +310,16 @@ def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
         from tqdm import tqdm
 
         bar = tqdm(total=family.count, desc=f"tune {family.name}", unit="solve")
-    previous = None
     results = []
-    for i in range(family.count):
-        system = family.system(i, comm, previous=previous)
-        res = tuner.solve(system.A, system.b, system.x0, context=context_of(system, context))
-        res.info["context"] = context_of(system, context)
-        if previous is not None:
-            previous.destroy()
-        previous = res.x if family.sequential else None
-        if not family.sequential:
-            res.x.destroy()
-            res.x = None
+
+    def solve_one(system):
+        ctx = context_of(system, context)
+        res = tuner.solve(system.A, system.b, system.x0, context=ctx)
+        res.info["context"] = ctx
+        return res
+
+    for i, system, res in family.solve_each(comm, solve_one):
         results.append(res)
-        system.destroy()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(its=res.iterations, value=f"{res.info['value']:g}")
@@ -344,6 +327,4 @@ def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
             print0(f"[{i + 1}/{family.count}] {tuner.summary()}", comm=comm)
     if bar is not None:
         bar.close()
-    if previous is not None:
-        previous.destroy()
     return results
