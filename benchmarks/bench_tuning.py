@@ -315,7 +315,12 @@ def main(argv=None) -> None:
                    help="first seed (default 100: seeds 0-3 were used to choose IGW's eta_scale)")
     p.add_argument("--check", type=int, default=500, help="instances run end to end via PETSc")
     p.add_argument("--sizes", default="25,50,100,200,400")
-    p.add_argument("--steps", default="5000,5000,5000,2000,1000")
+    p.add_argument("--steps", default="5000,5000,5000,1000,1000")
+    p.add_argument("--omegas", default="1,1.3,1.5,1.75,1.95", help="heat: fixed omegas")
+    p.add_argument("--refine", type=int, default=3, help="heat: grid refinements of the best")
+    p.add_argument("--learners", default="tsallis,binned-tsallis,chebcb")
+    p.add_argument("--baselines", default="cg,cg+icc,cg+gamg")
+    p.add_argument("--learners-first", action="store_true")
     args = p.parse_args(argv)
     print(machine())
     {"laplacian": run_laplacian, "heat": run_heat, "options": run_options}[args.what](args)
@@ -400,14 +405,19 @@ def run_heat(args) -> None:
             print(f"[heat nx={nx}, {T} steps] {name}: {its.sum()} its, {tw:.2f} s solve+learn "
                   f"({lt:.3f} s learner), loop {loop:.1f} s", flush=True)
 
-        for how in ("cg", "cg+icc", "cg+gamg"):
-            record(how, heat_run(n, T, how))
+        for how in args.baselines.split(","):
+            if how:
+                record(how, heat_run(n, T, how))
+        learners = [h for h in args.learners.split(",") if h]
+        if args.learners_first:   # the learners before the fixed omegas (runs can be cut short)
+            for how in learners:
+                record(how, heat_run(n, T, how, seed=0))
         fixed = {}
-        for w in (1.0, 1.3, 1.5, 1.75, 1.95):
+        for w in (float(v) for v in args.omegas.split(",")):
             fixed[w] = heat_run(n, T, "fixed", w)
             record(f"omega={w:g}", fixed[w])
         # refine around the best on the learners' grid (cost is unimodal in omega here)
-        for _ in range(3):
+        for _ in range(args.refine):
             best = min(fixed, key=lambda w: fixed[w][1])
             j = int(np.argmin(np.abs(grid - best)))
             new = [float(grid[k]) for k in (j - 1, j + 1) if 0 <= k < grid.size
@@ -419,8 +429,9 @@ def run_heat(args) -> None:
                 record(f"omega={w:g}", fixed[w])
         best_t = min(fixed, key=lambda w: fixed[w][1])
         best_i = min(fixed, key=lambda w: fixed[w][0].sum())
-        for how in ("tsallis", "binned-tsallis", "chebcb"):
-            record(how, heat_run(n, T, how, seed=0))
+        if not args.learners_first:
+            for how in learners:
+                record(how, heat_run(n, T, how, seed=0))
         ref_t = fixed[best_t][1]
         ref_i = fixed[best_i][0].sum()
         paper = HEAT_PAPER.get(nx, {})
