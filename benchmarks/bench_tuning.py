@@ -278,7 +278,7 @@ def run_options(args) -> None:
           "pc_type": "jacobi"}),
         ("darcy 5-point grid, CG + GAMG(threshold)", get_family("darcy", 128, count=args.count,
          seed=0, discretization="grid"), "pc_gamg_threshold", [-1.0, 0.0, 0.01, 0.03, 0.1],
-         {"ksp_type": "cg", "pc_type": "gamg"}),
+         {"ksp_type": "cg", "pc_type": "gamg", "ksp_norm_type": "unpreconditioned"}),
     ]
     for label, fam, option, values, base in cases:
         res = {}
