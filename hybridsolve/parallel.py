@@ -11,7 +11,8 @@ import numpy as np
 from hybridsolve.errors import CollectiveError, InputError
 from hybridsolve.stack import MPI
 
-__all__ = ["print0", "allgather_array", "run_collective_main", "install_abort_hook"]
+__all__ = ["print0", "allgather_array", "collective_call", "run_collective_main",
+           "install_abort_hook"]
 
 
 def print0(*args: Any, comm: MPI.Comm = MPI.COMM_WORLD, file=None, **kw: Any) -> None:
@@ -25,6 +26,20 @@ def allgather_array(comm: MPI.Comm, local: np.ndarray) -> np.ndarray:
     local = np.ascontiguousarray(local)
     parts = comm.allgather(local)
     return np.concatenate(parts, axis=0) if parts else local
+
+
+def collective_call(comm: MPI.Comm, fn: Callable[[], Any], what: str = "") -> Any:
+    """Run ``fn`` on every rank; if it raises :class:`InputError` on any rank, raise it on all
+    (prefixed by ``what``), so a bad input seen by one rank never leaves the others waiting."""
+    err, out = None, None
+    try:
+        out = fn()
+    except InputError as e:
+        err = str(e)
+    errs = [e for e in comm.allgather(err) if e]
+    if errs:
+        raise InputError(f"{what}: {errs[0]}" if what else errs[0])
+    return out
 
 
 def _report(exc: BaseException, comm: MPI.Comm) -> None:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
+from hybridsolve.parallel import collective_call
 from hybridsolve.stack import MPI, PETSc
 
 __all__ = ["TorchPC", "DCDM", "node_local_device", "register_model"]
@@ -75,19 +76,6 @@ def node_local_device(comm: MPI.Comm, request: str = "auto") -> str:
         return request
     local = comm.Split_type(MPI.COMM_TYPE_SHARED).rank
     return f"cuda:{local % torch.cuda.device_count()}"
-
-
-def _collective_check(comm: MPI.Comm, fn, what: str):
-    """Run ``fn`` on every rank; if it raises InputError anywhere, raise it everywhere."""
-    err, out = None, None
-    try:
-        out = fn()
-    except InputError as e:
-        err = str(e)
-    errs = [e for e in comm.allgather(err) if e]
-    if errs:
-        raise InputError(f"{what}: {errs[0]}")
-    return out
 
 
 class TorchPC:
@@ -192,14 +180,14 @@ class TorchPC:
 
         A, P = pc.getOperators()
         comm = A.getComm().tompi4py()
-        self.device = _collective_check(comm, lambda: node_local_device(comm, self.device_request),
+        self.device = collective_call(comm, lambda: node_local_device(comm, self.device_request),
                                         "TorchPC")
         if self.model is None:
             if self.source is None:
                 raise InputError(f"TorchPC ({self._prefix or 'no prefix'}): no model: give "
                                  f"-{self._prefix}pc_torch_model <file|dcdm2d> or attach one "
                                  "with pc.getPythonContext().set_model(module)")
-            self.model = _collective_check(comm, lambda: self._resolve(self.source), "TorchPC")
+            self.model = collective_call(comm, lambda: self._resolve(self.source), "TorchPC")
         self._place()
         n = A.getSize()[0]
         if self.permutation_file is not None and self.permutation is None:
@@ -212,7 +200,7 @@ class TorchPC:
                     raise InputError(f"permutation file {self.permutation_file} is not a "
                                      f"permutation of 0..{n - 1}")
                 return p.astype(np.int64)
-            self.permutation = _collective_check(comm, read, "TorchPC")
+            self.permutation = collective_call(comm, read, "TorchPC")
         if self.permutation is not None and self.mode == "local":
             raise InputError("TorchPC: a permutation needs -pc_torch_mode gathered (the grid "
                              "order is global)")
@@ -341,21 +329,19 @@ class TorchPC:
         self.stats["applications"] += 1
         self.stats["vectors"] += R.shape[1]
         Z = self._directions(R)
-        finite = np.isfinite(Z).all(axis=0)
-        dots = np.einsum("ij,ij->j", R, np.where(np.isfinite(Z), Z, 0.0))
-        bad_local = np.concatenate([~finite, dots]).astype(float)
-        tot = self._comm.allreduce(bad_local, op=MPI.SUM)
         k = R.shape[1]
+        finite = np.isfinite(Z).all(axis=0)
+        Zf = np.where(np.isfinite(Z), Z, 0.0)
+        local = np.concatenate([~finite, np.einsum("ij,ij->j", R, Zf),
+                                np.einsum("ij,ij->j", Zf, Zf), np.einsum("ij,ij->j", R, R)])
+        tot = self._comm.allreduce(local.astype(float), op=MPI.SUM)   # one reduction for all
         nonfinite = tot[:k] > 0
+        dots, znorm, rnorm = tot[k:2 * k], np.sqrt(tot[2 * k:3 * k]), np.sqrt(tot[3 * k:])
         descent_fail = np.zeros(k, dtype=bool)
         if self.check == "descent":
             # The scale-invariant training loss cannot tell q from -q: a model may propose
             # ascent directions consistently. -q is then a descent direction: flip it.
             # A direction orthogonal to the residual is useless either way: fallback.
-            dots = tot[k:]
-            znorm = np.sqrt(self._comm.allreduce(np.einsum("ij,ij->j", np.where(np.isfinite(Z), Z, 0.0),
-                                                            np.where(np.isfinite(Z), Z, 0.0))))
-            rnorm = np.sqrt(self._comm.allreduce(np.einsum("ij,ij->j", R, R)))
             flip = ~nonfinite & (dots < 0)
             Z[:, flip] *= -1.0
             self.stats["sign_flips"] += int(flip.sum())

@@ -24,6 +24,7 @@ import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
 from hybridsolve.options import check_omega
+from hybridsolve.parallel import collective_call
 from hybridsolve.solvers.petsc import KrylovSolver
 from hybridsolve.solvers.result import SolveResult
 from hybridsolve.stack import MPI, PETSc
@@ -65,7 +66,7 @@ class _Tuner:
         # Every rank builds (and so validates) the learner: bad input fails everywhere alike.
         # Only rank 0's learner ever observes; the others stay as built.
         if self.checkpoint is not None and self.checkpoint.exists():
-            learner = self._collective(lambda: load_learner(self.checkpoint))
+            learner = collective_call(self.comm, lambda: load_learner(self.checkpoint))
         elif isinstance(learner, str):
             kwargs = dict(learner_kwargs, seed=seed)
             if values is not None:
@@ -78,26 +79,13 @@ class _Tuner:
             if cls is FixedValue:
                 arms = np.asarray(kwargs.pop("arms", [1.0]), dtype=float).reshape(-1)
                 kwargs.setdefault("value", float(arms[0]) if arms.size else float("nan"))
-            learner = self._collective(lambda: make_learner(learner, **kwargs))
+            learner = collective_call(self.comm, lambda: make_learner(learner, **kwargs))
         elif not isinstance(learner, Learner):
             raise InputError(f"{type(self).__name__}: learner must be a Learner or a name, got {learner!r}")
         self.learner = learner
         self._check_values(self.learner.arms)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _collective(self, fn):
-        """Run ``fn`` on every rank; if it raises on any rank, raise on all (no hang)."""
-        err = None
-        try:
-            out = fn()
-        except InputError as e:
-            err, out = str(e), None
-        errs = self.comm.allgather(err)
-        bad = [e for e in errs if e is not None]
-        if bad:
-            raise InputError(bad[0])
-        return out
-
     def _check_values(self, values: np.ndarray) -> None:
         pass
 
