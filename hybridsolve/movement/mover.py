@@ -1,0 +1,464 @@
+"""The ``Mover`` interface and the Monge–Ampère mover (McRae, Cotter & Budd 2018) for DOLFINx.
+
+A mover is bound to one mesh: the mesh's coordinates when the mover is made are the
+*computational* mesh xi (usually uniform), and every :meth:`Mover.move` maps xi to new physical
+coordinates x, in place, so Functions, forms and solvers built on the mesh stay valid::
+
+    mover = MongeAmpereMover(mesh, RingMonitor())
+    result = mover.move()            # mesh.geometry.x now holds the moved coordinates
+    result = mover.move(HessianMonitor(u), fields=[u])   # in a time loop: u follows the mesh
+
+On any failure (tangling, divergence, a bad monitor) the mesh is restored to the coordinates it
+had before the call and a :class:`~hybridsolve.errors.CollectiveError` is raised on every rank.
+A result is a :class:`~hybridsolve.solvers.result.SolveResult`: iterations, reason, the
+relative Monge–Ampère residual history, time, and quality metrics in ``info``.
+
+Learned movers implement :meth:`Mover._solve` (return new vertex coordinates) and inherit the
+boundary projector, the tangling check, field transfer, timing and the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from hybridsolve.errors import InputError, SolverError
+from hybridsolve.movement.geometry import Snapshot, VertexSpace, count_inverted, signed_volumes
+from hybridsolve.movement.monitors import Monitor, as_monitor, check_monitor_values
+from hybridsolve.options import check_prefix, defaults_under_prefix
+from hybridsolve.parallel import print0
+from hybridsolve.solvers.result import SolveResult
+from hybridsolve.stack import MPI, PETSc
+
+import dolfinx  # noqa: E402
+import dolfinx.fem  # noqa: E402
+import dolfinx.fem.petsc  # noqa: E402
+import dolfinx.la  # noqa: E402
+import ufl  # noqa: E402
+
+__all__ = ["Mover", "MongeAmpereMover", "MeshTanglingError"]
+
+
+class MeshTanglingError(SolverError):
+    """A move would invert cells; the mesh was left as it was."""
+
+
+_REASONS = {2: "CONVERGED_RTOL", -3: "DIVERGED_ITS", -4: "DIVERGED_DTOL"}
+
+
+class Mover:
+    """Base class of mesh movers (classical now, learned later).
+
+    Args:
+        mesh: a DOLFINx triangle or tetrahedron mesh (affine); it is moved in place.
+        monitor: default monitor (a :class:`Monitor`, number or callable ``f(x)``).
+        pinned: facets whose vertices must not move: a marker ``f(x) -> bool`` (all facet
+            vertices must satisfy it), an array of local exterior facet indices, or ``True``
+            for the whole boundary. Other boundary vertices slide along straight segments.
+        curved_tol_deg: boundary pieces meeting at less than this angle are taken for a curved
+            boundary and refused (pin them).
+        prefix: options prefix (``-{prefix}rtol``, ``-{prefix}max_it``, ``-{prefix}monitor``,
+            and the inner KSP's ``-{prefix}ksp_*``/``-{prefix}pc_*``).
+    """
+
+    method = "mover"
+
+    def __init__(self, mesh: Any, monitor: Any = None, *, pinned: Any = None,
+                 curved_tol_deg: float = 20.0, prefix: str = "mover_") -> None:
+        self.mesh = mesh
+        self.comm = mesh.comm if hasattr(mesh, "comm") else MPI.COMM_WORLD
+        self.space = VertexSpace(mesh, pinned=pinned, curved_tol_deg=curved_tol_deg)
+        self.d = self.space.d
+        self.xi = self.space.coords()
+        self.ref_sign = np.sign(signed_volumes(mesh))
+        if np.any(self.ref_sign == 0):
+            raise InputError("the mesh has degenerate (zero-volume) cells")
+        self.monitor = None if monitor is None else as_monitor(monitor)
+        self.prefix = check_prefix(prefix)
+        self.monitor_values: np.ndarray | None = None
+
+    # -- what subclasses implement ----------------------------------------------------------
+    def _solve(self, monitor: Monitor, log: bool) -> tuple[np.ndarray, int, int, list, dict]:
+        """Return (new coords (ndofs, d), iterations, reason code, residual history, info)."""
+        raise NotImplementedError
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def _opt(self, name: str, default: Any, kind: type) -> Any:
+        opts = PETSc.Options(self.prefix)
+        if not opts.hasName(name):
+            return default
+        if kind is bool:
+            v = opts.getString(name, "")
+            return v.lower() not in ("0", "false", "no", "off")
+        return kind(opts.getReal(name) if kind is float else opts.getInt(name))
+
+    def evaluate_monitor(self, monitor: Monitor, x: np.ndarray) -> np.ndarray:
+        """Monitor values at the vertices, with the mesh at coordinates ``x``; checked."""
+        sp = self.space
+        sp.set_coords(x)
+        vals = monitor.evaluate(sp.V, x)
+        vals = check_monitor_values(vals, sp.n_dofs, self.comm, name=f"monitor {monitor.name}")
+        return sp.forward(vals)
+
+    def check_tangling(self, x: np.ndarray, it: int) -> None:
+        """Raise :class:`MeshTanglingError` if coordinates ``x`` invert any cell."""
+        sp = self.space
+        coords = self.mesh.geometry.x[:, : self.d].copy()
+        coords[sp.node_of_dof] = x
+        bad = count_inverted(self.mesh, self.ref_sign, coords)
+        if bad:
+            raise MeshTanglingError(f"{type(self).__name__}: iteration {it} would invert {bad} "
+                                    "cells; the mesh was left unchanged (try a smoother monitor, "
+                                    "a smaller pseudo-time step or pinned boundaries)")
+
+    def move(self, monitor: Any = None, fields: Sequence[Any] = (), *,
+             raise_on_fail: bool = True) -> SolveResult:
+        """Move the mesh in place from the computational coordinates by ``monitor``.
+
+        Args:
+            monitor: overrides the mover's default monitor for this call.
+            fields: DOLFINx Functions on the mesh to carry over to the moved mesh (interpolated
+                from a frozen copy of the old mesh), e.g. a time loop's state.
+            raise_on_fail: when False, hitting the iteration limit returns the (untangled)
+                mesh with ``reason < 0`` instead of raising.
+        """
+        mon = self.monitor if monitor is None else as_monitor(monitor)
+        if mon is None:
+            raise InputError("no monitor given to the mover")
+        sp = self.space
+        x_before = sp.coords()
+        snap = Snapshot(list(fields)) if fields else None
+        log = self._opt("monitor", False, bool)
+        self.comm.Barrier()
+        t0 = time.perf_counter()
+        try:
+            x_new, its, reason, hist, info = self._solve(mon, log)
+            if reason < 0 and raise_on_fail:
+                raise SolverError(f"{type(self).__name__} did not converge: {_REASONS[reason]} "
+                                  f"after {its} iterations (residual {hist[-1]:.3e}); "
+                                  "the mesh was left unchanged")
+            self.check_tangling(x_new, its)
+        except BaseException:
+            sp.set_coords(x_before)
+            raise
+        sp.set_coords(x_new)
+        elapsed = self.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+        if snap is not None:
+            snap.transfer(list(fields))
+        from hybridsolve.movement.quality import mesh_quality
+
+        info = dict(info)
+        info["quality"] = mesh_quality(self.mesh, self.monitor_values, space=sp,
+                                       reference_sign=self.ref_sign)
+        info["monitor"] = mon.name
+        res = SolveResult(iterations=its, reason=reason, reason_name=_REASONS[reason],
+                          residual_history=np.asarray(hist, float),
+                          residual_norm="monge-ampere relative L2", true_residual=float(hist[-1]),
+                          time=elapsed, method=self.method, info=info)
+        if log:
+            q = info["quality"]
+            print0(f"{self.method}: {its} its, {res.reason_name}, residual {hist[-1]:.2e}, "
+                   f"{elapsed:.3g} s; sigma/mu {q['equidistribution_cv']:.3f}, volume ratio "
+                   f"{q['volume_ratio']:.2f}, inverted {q['inverted']}", comm=self.comm)
+        return res
+
+    def reset(self) -> None:
+        """Put the mesh back on its computational coordinates and forget any warm start."""
+        self.space.set_coords(self.xi)
+
+
+def _tangential(v: Any, n: Any) -> Any:
+    return v - ufl.dot(v, n) * n
+
+
+class MongeAmpereMover(Mover):
+    """Monge–Ampère r-adaptation: x = xi + grad phi with m(x) det(I + H(phi)) = theta.
+
+    ``variant="relaxation"`` (movement's default): pseudo-time stepping of
+    ``-d/dt Laplace(phi) = m det(I + H) - theta`` by forward Euler (step ``pseudo_dt``), each step a
+    CG + GAMG solve of the P1 Laplacian (constant null space removed) for the increment.
+    ``variant="newton"``: Newton steps on the same discrete equation with the Hessian recovery
+    linearised and m frozen per step (quasi-Newton: m(x) varies with phi but its derivative is
+    dropped), solved by GMRES preconditioned by GAMG on the Laplacian; a backtracking line search
+    on the residual keeps every accepted step untangled.
+
+    H is recovered weakly in P1 (``(tau, H) = -(div tau, grad phi) + boundary term
+    with the tangential part of grad phi``); the new coordinates come from the mass-lumped L2
+    projection of grad phi onto P1 vectors, constrained to the boundary (see
+    :class:`~hybridsolve.movement.geometry.VertexSpace`). Iterations stop when the relative
+    residual ``||m det(I+H) - theta|| / ||theta||`` (tested against P1 hat functions) is below
+    ``rtol``; a residual above ``dtol`` times the first one is divergence.
+
+    ``phi`` persists between calls (a warm start for the next move in a time loop).
+    """
+
+    def __init__(self, mesh: Any, monitor: Any = None, *, variant: str = "relaxation",
+                 rtol: float = 1e-8, dtol: float = 2.0, max_it: int = 1000,
+                 pseudo_dt: float = 0.1, ksp_rtol: float = 1e-10, pinned: Any = None,
+                 curved_tol_deg: float = 20.0, prefix: str = "mover_") -> None:
+        super().__init__(mesh, monitor, pinned=pinned, curved_tol_deg=curved_tol_deg,
+                         prefix=prefix)
+        if variant not in ("relaxation", "newton"):
+            raise InputError(f"MongeAmpereMover variant must be 'relaxation' or 'newton', not {variant!r}")
+        self.variant = variant
+        self.method = f"monge-ampere-{variant}"
+        self.rtol = float(self._opt("rtol", rtol, float))
+        self.dtol = float(self._opt("dtol", dtol, float))
+        self.max_it = int(self._opt("max_it", max_it, int))
+        self.pseudo_dt = float(self._opt("pseudo_dt", pseudo_dt, float))
+        self.max_halvings = 60
+        for name, v in (("rtol", self.rtol), ("dtol", self.dtol), ("pseudo_dt", self.pseudo_dt)):
+            if not (np.isfinite(v) and v > 0):
+                raise InputError(f"{name} must be a positive number, not {v}")
+        if self.max_it < 1:
+            raise InputError(f"max_it must be >= 1, not {self.max_it}")
+        self._build(ksp_rtol)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _build(self, ksp_rtol: float) -> None:
+        mesh, d, sp = self.mesh, self.d, self.space
+        sp.set_coords(self.xi)
+        V = sp.V
+        self.Vv = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (d,)))
+        self.Vt = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (d, d)))
+        for W in (self.Vv, self.Vt):
+            if not np.array_equal(W.dofmap.list, V.dofmap.list):
+                raise RuntimeError("P1 vector/tensor dof numbering differs from the scalar one")
+        self.phi = dolfinx.fem.Function(V, name="phi")
+        self.H = dolfinx.fem.Function(self.Vt, name="H")
+        self.m = dolfinx.fem.Function(V, name="monitor")
+        self.theta = dolfinx.fem.Constant(mesh, PETSc.ScalarType(1.0))
+        self.delta = dolfinx.fem.Function(V)
+        v, u = ufl.TestFunction(V), ufl.TrialFunction(V)
+        tau = ufl.TestFunction(self.Vt)
+        w = ufl.TestFunction(self.Vv)
+        n = ufl.FacetNormal(mesh)
+        I = ufl.Identity(d)
+        dx, ds = ufl.dx, ufl.ds
+        self._ml = self._assemble_p1(dolfinx.fem.form(v * dx), 1)[:, 0].copy()
+        self.volume = self.comm.allreduce(
+            dolfinx.fem.assemble_scalar(dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * dx)),
+            op=MPI.SUM)
+        self._mdet = self.m * ufl.det(I + self.H)
+        self.f_theta = dolfinx.fem.form(self._mdet * dx)
+        self.f_res = dolfinx.fem.form(v * (self._mdet - self.theta) * dx)
+        self.f_hess = dolfinx.fem.form(-ufl.dot(ufl.div(tau), ufl.grad(self.phi)) * dx
+                                       + ufl.dot(ufl.dot(_tangential(ufl.grad(self.phi), n), tau), n) * ds)
+        self.f_grad = dolfinx.fem.form(ufl.inner(w, ufl.grad(self.phi)) * dx)
+        self.f_lap = dolfinx.fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * dx)
+        A = dolfinx.fem.petsc.assemble_matrix(self.f_lap)
+        A.assemble()
+        ns = PETSc.NullSpace().create(constant=True, comm=self.comm)
+        A.setNullSpace(ns)
+        self.A, self._ns = A, ns
+        ksp = PETSc.KSP().create(self.comm)
+        ksp.setOperators(A)
+        ksp.setOptionsPrefix(self.prefix)
+        with defaults_under_prefix(self.prefix, {"ksp_type": "cg", "pc_type": "gamg",
+                                                 "ksp_rtol": ksp_rtol, "ksp_max_it": 500}):
+            ksp.setFromOptions()
+            ksp.setUp()
+        self.ksp = ksp
+        self.b = A.createVecLeft()
+        # consistent tensor mass matrix for the Hessian (a lumped one makes the relaxation
+        # unstable near the boundary: measured, tangles the ring case at iteration 7)
+        M = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(
+            ufl.inner(ufl.TrialFunction(self.Vt), tau) * dx))
+        M.assemble()
+        kh = PETSc.KSP().create(self.comm)
+        kh.setOperators(M)
+        kh.setOptionsPrefix(self.prefix + "hessian_")
+        with defaults_under_prefix(self.prefix + "hessian_", {"ksp_type": "cg", "pc_type": "jacobi",
+                                                              "ksp_rtol": 1e-12}):
+            kh.setFromOptions()
+            kh.setUp()
+        self.M_H, self.ksp_H = M, kh
+        self.b_H = M.createVecLeft()
+        self._build_gradient_projection(w)
+        if self.variant == "newton":
+            self._build_newton()
+        self._ml_norm = float(np.sqrt(self.comm.allreduce(float(np.sum(self._ml[: sp.n_owned] ** 2)),
+                                                           op=MPI.SUM)))
+
+    def _build_gradient_projection(self, w: Any) -> None:
+        """Consistent L2 projection of grad phi onto P1 vectors under the boundary constraints.
+
+        With P the block-diagonal vertex projector (symmetric, idempotent; zero at corners and
+        pinned vertices), the constrained projection solves ``(P M P + I - P) g = P b``: SPD, and
+        g lies in the range of P (normal components vanish, corners stay)."""
+        d, sp = self.d, self.space
+        M = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(
+            ufl.inner(ufl.TrialFunction(self.Vv), w) * ufl.dx))
+        M.assemble()
+        n = sp.n_owned
+        im = self.Vv.dofmap.index_map
+        start = im.local_range[0]
+        N = im.size_global
+        P = PETSc.Mat().createAIJ(size=((n * d, N * d), (n * d, N * d)), bsize=d, nnz=d,
+                                  comm=self.comm)
+        C = PETSc.Mat().createAIJ(size=((n * d, N * d), (n * d, N * d)), bsize=d, nnz=d,
+                                  comm=self.comm)
+        eye = np.eye(d)
+        for i in range(n):
+            rows = (start + i) * d + np.arange(d, dtype=PETSc.IntType)
+            P.setValues(rows, rows, sp.projector[i].ravel())
+            C.setValues(rows, rows, (eye - sp.projector[i]).ravel())
+        P.assemble()
+        C.assemble()
+        K = M.PtAP(P)
+        K.axpy(1.0, C, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+        kg = PETSc.KSP().create(self.comm)
+        kg.setOperators(K)
+        kg.setOptionsPrefix(self.prefix + "gradient_")
+        with defaults_under_prefix(self.prefix + "gradient_", {"ksp_type": "cg", "pc_type": "jacobi",
+                                                               "ksp_rtol": 1e-12}):
+            kg.setFromOptions()
+            kg.setUp()
+        self.ksp_g, self.K_g, self._Pg = kg, K, P
+        self.b_g = K.createVecLeft()
+        self.grad = dolfinx.fem.Function(self.Vv, name="grad_phi")
+
+    def _assemble_p1(self, form: Any, bs: int) -> np.ndarray:
+        vec = dolfinx.fem.assemble_vector(form)
+        vec.scatter_reverse(dolfinx.la.InsertMode.add)
+        vec.scatter_forward()
+        return vec.array.reshape(-1, bs)
+
+    def _recover_hessian(self) -> None:
+        """H from phi (weak Hessian, consistent mass); mesh at computational coordinates."""
+        b = self.b_H
+        with b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(b, self.f_hess)
+        b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        self.ksp_H.solve(b, self.H.x.petsc_vec)
+        if self.ksp_H.getConvergedReason() < 0:
+            raise SolverError(f"Hessian projection failed: KSP reason {self.ksp_H.getConvergedReason()}")
+        self.H.x.scatter_forward()
+
+    def _coords_from_phi(self) -> np.ndarray:
+        """xi + the constrained projection of grad phi; mesh at computational coordinates."""
+        d, n = self.d, self.space.n_owned
+        b = self.b_g
+        with b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(b, self.f_grad)
+        b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        arr = b.array.reshape(n, d)
+        arr[:] = np.einsum("nij,nj->ni", self.space.projector[:n], arr)
+        self.ksp_g.solve(b, self.grad.x.petsc_vec)
+        if self.ksp_g.getConvergedReason() < 0:
+            raise SolverError(f"gradient projection failed: KSP reason {self.ksp_g.getConvergedReason()}")
+        self.grad.x.scatter_forward()
+        g = self.grad.x.array.reshape(-1, d)
+        return self.xi + self.space.constrain(g)
+
+    def _norm(self, arr: np.ndarray) -> float:
+        n = self.space.n_owned
+        return float(np.sqrt(self.comm.allreduce(float(np.sum(arr[:n] ** 2)), op=MPI.SUM)))
+
+    def _residual(self, monitor: Monitor, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Monitor at x, theta, and the relative residual vector (mesh left at xi)."""
+        sp = self.space
+        self.m.x.array[:] = self.evaluate_monitor(monitor, x)
+        self.monitor_values = self.m.x.array.copy()
+        sp.set_coords(self.xi)
+        th = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.f_theta), op=MPI.SUM) / self.volume
+        if not np.isfinite(th) or th <= 0:
+            raise SolverError(f"Monge-Ampere normalisation theta = {th}: det(I + H) went negative")
+        self.theta.value = th
+        r = self._assemble_p1(self.f_res, 1)[:, 0].copy()
+        return self._norm(r) / (th * self._ml_norm), r
+
+    def _solve_increment(self, rhs: np.ndarray) -> np.ndarray:
+        n = self.space.n_owned
+        self.b.array[:] = rhs[:n]
+        self._ns.remove(self.b)
+        dv = self.delta.x.petsc_vec
+        dv.set(0.0)
+        self.ksp.solve(self.b, dv)
+        r = self.ksp.getConvergedReason()
+        if r < 0:
+            raise SolverError(f"Monge-Ampere inner solve failed: KSP reason {r}")
+        self._inner_its += self.ksp.getIterationNumber()
+        self.delta.x.scatter_forward()
+        return self.delta.x.array.copy()
+
+    # -- the iterations ---------------------------------------------------------------------------
+    def _solve(self, monitor: Monitor, log: bool):
+        self._inner_its = 0
+        if self.variant == "newton":
+            return self._solve_newton(monitor, log)
+        sp = self.space
+        hist: list[float] = []
+        reason, it = -3, 0
+        dt = ceiling = self.pseudo_dt
+        halvings, calm, grow = 0, 0, 0
+        phi_prev = H_prev = None
+        it = 0
+        while True:
+            sp.set_coords(self.xi)
+            x = self._coords_from_phi()
+            tangled = self._inverted(x)
+            if tangled and phi_prev is not None and halvings < self.max_halvings:
+                # the step was too long: go back and take half of it
+                self.phi.x.array[:] = phi_prev
+                self.H.x.array[:] = H_prev
+                dt *= 0.5
+                halvings += 1
+                calm = 0
+                self.phi.x.array[:] += dt * dphi_unit
+                sp.set_coords(self.xi)
+                self._recover_hessian()
+                continue
+            if tangled:
+                self.check_tangling(x, it)
+            res, r = self._residual(monitor, x)
+            grow = grow + 1 if hist and res > hist[-1] else 0
+            if grow >= 4 and halvings < self.max_halvings:
+                # a growing oscillation: forward Euler is past its stability limit; halve the
+                # step for good
+                dt *= 0.5
+                ceiling = dt
+                halvings += 1
+                grow = 0
+            hist.append(res)
+            if log:
+                print0(f"  {it:4d} MA residual {res:.3e}  pseudo-dt {dt:.3g}", comm=self.comm)
+            if res < self.rtol:
+                reason = 2
+                break
+            if res > self.dtol * hist[0]:
+                raise SolverError(f"Monge-Ampere relaxation diverged at iteration {it}: residual "
+                                  f"{res:.3e} > {self.dtol:g} x initial {hist[0]:.3e}; the mesh "
+                                  "was left unchanged (try a smaller pseudo_dt or a smoother monitor)")
+            if it == self.max_it:
+                break
+            calm += 1
+            if calm >= 10 and dt < ceiling:  # regrow after a calm stretch
+                dt = min(ceiling, 2 * dt)
+                calm = 0
+            phi_prev, H_prev = self.phi.x.array.copy(), self.H.x.array.copy()
+            dphi_unit = self._solve_increment(r)
+            self.phi.x.array[:] += dt * dphi_unit
+            self._recover_hessian()
+            it += 1
+        sp.set_coords(self.xi)
+        x = self._coords_from_phi()
+        return x, it, reason, hist, {"inner_iterations": self._inner_its, "step_halvings": halvings,
+                                     "pseudo_dt": self.pseudo_dt, "rtol": self.rtol}
+
+    def _inverted(self, x: np.ndarray) -> bool:
+        sp = self.space
+        coords = self.mesh.geometry.x[:, : self.d].copy()
+        coords[sp.node_of_dof] = x
+        return count_inverted(self.mesh, self.ref_sign, coords) > 0
+
+    # -- Newton ---------------------------------------------------------------------------------
+    def _build_newton(self) -> None:
+        raise InputError("the newton variant is not available yet")
+
+    def _solve_newton(self, monitor: Monitor, log: bool):  # pragma: no cover - see _build_newton
+        raise InputError("the newton variant is not available yet")
