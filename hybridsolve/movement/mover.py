@@ -179,10 +179,10 @@ class MongeAmpereMover(Mover):
     ``variant="relaxation"`` (movement's default): pseudo-time stepping of
     ``-d/dt Laplace(phi) = m det(I + H) - theta`` by forward Euler (step ``pseudo_dt``), each step a
     CG + GAMG solve of the P1 Laplacian (constant null space removed) for the increment.
-    ``variant="newton"``: Newton steps on the same discrete equation with the Hessian recovery
-    linearised and m frozen per step (quasi-Newton: m(x) varies with phi but its derivative is
-    dropped), solved by GMRES preconditioned by GAMG on the Laplacian; a backtracking line search
-    on the residual keeps every accepted step untangled.
+    ``variant="newton"``: Newton steps on the same discrete equation (a matrix-free Jacobian
+    with the Hessian recovery, the gradient projection, the monitor's P1 gradient and theta all
+    linearised), solved by GMRES preconditioned by GAMG on the Laplacian; a backtracking line
+    search on the residual accepts only untangled steps that lower it.
 
     H is recovered weakly in P1 (``(tau, H) = -(div tau, grad phi) + boundary term
     with the tangential part of grad phi``); the new coordinates come from the mass-lumped L2
@@ -338,22 +338,27 @@ class MongeAmpereMover(Mover):
             raise SolverError(f"Hessian projection failed: KSP reason {self.ksp_H.getConvergedReason()}")
         self.H.x.scatter_forward()
 
-    def _coords_from_phi(self) -> np.ndarray:
-        """xi + the constrained projection of grad phi; mesh at computational coordinates."""
+    def _project_gradient(self, form: Any, out: Any) -> np.ndarray:
+        """Constrained consistent L2 projection of a gradient form into ``out`` (P1 vectors)."""
         d, n = self.d, self.space.n_owned
         b = self.b_g
         with b.localForm() as loc:
             loc.set(0.0)
-        dolfinx.fem.petsc.assemble_vector(b, self.f_grad)
+        dolfinx.fem.petsc.assemble_vector(b, form)
         b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
         arr = b.array.reshape(n, d)
         arr[:] = np.einsum("nij,nj->ni", self.space.projector[:n], arr)
-        self.ksp_g.solve(b, self.grad.x.petsc_vec)
+        self.ksp_g.solve(b, out.x.petsc_vec)
         if self.ksp_g.getConvergedReason() < 0:
             raise SolverError(f"gradient projection failed: KSP reason {self.ksp_g.getConvergedReason()}")
-        self.grad.x.scatter_forward()
-        g = self.grad.x.array.reshape(-1, d)
-        return self.xi + self.space.constrain(g)
+        out.x.scatter_forward()
+        g = out.x.array.reshape(-1, d)
+        g[:] = self.space.constrain(g)  # exact zeros where round-off left a trace
+        return g
+
+    def _coords_from_phi(self) -> np.ndarray:
+        """xi + the constrained projection of grad phi; mesh at computational coordinates."""
+        return self.xi + self._project_gradient(self.f_grad, self.grad)
 
     def _norm(self, arr: np.ndarray) -> float:
         n = self.space.n_owned
@@ -458,7 +463,132 @@ class MongeAmpereMover(Mover):
 
     # -- Newton ---------------------------------------------------------------------------------
     def _build_newton(self) -> None:
-        raise InputError("the newton variant is not available yet")
+        """Matrix-free Newton Jacobian of the discrete residual R(phi) = (psi, m(x(phi))
+        det(I + H(phi)) - theta(phi)): J d = (psi, m cof(I+H) : H(d) + (cof(I+H) grad m) . G(d))
+        - dtheta (psi, 1), with H(d) the weak Hessian (a tensor-mass solve), G(d) the constrained
+        gradient projection (a vector-mass solve) and grad m taken from m's P1 interpolant."""
+        self.d_in = dolfinx.fem.Function(self.space.V)
+        self.Hd = dolfinx.fem.Function(self.Vt)
+        tau = ufl.TestFunction(self.Vt)
+        v = ufl.TestFunction(self.space.V)
+        n = ufl.FacetNormal(self.mesh)
+        dx, ds = ufl.dx, ufl.ds
+        I = ufl.Identity(self.d)
+        self.f_hess_d = dolfinx.fem.form(
+            -ufl.dot(ufl.div(tau), ufl.grad(self.d_in)) * dx
+            + ufl.dot(ufl.dot(_tangential(ufl.grad(self.d_in), n), tau), n) * ds)
+        self.gd = dolfinx.fem.Function(self.Vv)
+        w = ufl.TestFunction(self.Vv)
+        self.f_grad_d = dolfinx.fem.form(ufl.inner(w, ufl.grad(self.d_in)) * dx)
+        cof = ufl.cofac(I + self.H)
+        # d/dphi of (psi, m(x(phi)) det(I + H(phi))): the Hessian part and the monitor part
+        # (grad_x m = (I + H)^-1 grad_xi m, and det(I+H) (I+H)^-1 = cof(I+H) for symmetric H)
+        self.f_jac = dolfinx.fem.form(v * self.m * ufl.inner(cof, self.Hd) * dx
+                                      + v * ufl.dot(ufl.dot(cof, ufl.grad(self.m)), self.gd) * dx)
+        self._jb = self.A.createVecLeft()
+        self._ml_vec = self.A.createVecLeft()
+        self._ml_vec.array[:] = self._ml[: self.space.n_owned]
+        mover = self
 
-    def _solve_newton(self, monitor: Monitor, log: bool):  # pragma: no cover - see _build_newton
-        raise InputError("the newton variant is not available yet")
+        class _J:
+            def mult(self, mat, x, y):
+                mover.d_in.x.petsc_vec.array[:] = x.array_r
+                mover.d_in.x.scatter_forward()
+                b = mover.b_H
+                with b.localForm() as loc:
+                    loc.set(0.0)
+                dolfinx.fem.petsc.assemble_vector(b, mover.f_hess_d)
+                b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+                mover.ksp_H.solve(b, mover.Hd.x.petsc_vec)
+                mover.Hd.x.scatter_forward()
+                mover._project_gradient(mover.f_grad_d, mover.gd)
+                with y.localForm() as loc:
+                    loc.set(0.0)
+                dolfinx.fem.petsc.assemble_vector(y, mover.f_jac)
+                y.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+                # theta = (1, m det(I+H)) / |domain| moves too: d theta = sum(J d) / |domain|
+                dtheta = y.sum() / mover.volume
+                y.axpy(-dtheta, mover._ml_vec)
+
+        class _PC:  # J is about -m times the Laplacian: precondition with -(AMG of A)
+            def apply(self, pc, x, y):
+                mover._pc_amg.apply(x, y)
+                y.scale(-1.0 / mover._m_mean)
+
+        nloc, nglob = self.A.getSizes()[0]
+        J = PETSc.Mat().createPython(((nloc, nglob), (nloc, nglob)), _J(), comm=self.comm)
+        J.setUp()
+        J.setNullSpace(self._ns)
+        kn = PETSc.KSP().create(self.comm)
+        kn.setOperators(J)
+        kn.setOptionsPrefix(self.prefix + "newton_")
+        with defaults_under_prefix(self.prefix + "newton_", {"ksp_type": "gmres", "ksp_rtol": 1e-4,
+                                                             "ksp_max_it": 200,
+                                                             "ksp_gmres_restart": 200}):
+            kn.setFromOptions()
+        kn.getPC().setType("python")
+        kn.getPC().setPythonContext(_PC())
+        kn.setUp()
+        self.ksp_newton, self._J = kn, J
+        self._pc_amg = self.ksp.getPC()
+        self._m_mean = 1.0
+
+    def _solve_newton(self, monitor: Monitor, log: bool):
+        sp = self.space
+        hist: list[float] = []
+        reason, it, backtracks = -3, 0, 0
+        sp.set_coords(self.xi)
+        x = self._coords_from_phi()
+        self.check_tangling(x, 0)
+        res, r = self._residual(monitor, x)
+        hist.append(res)
+        lin_its = 0
+        while True:
+            if log:
+                print0(f"  {it:4d} MA residual {res:.3e}", comm=self.comm)
+            if res < self.rtol:
+                reason = 2
+                break
+            if it == self.max_it:
+                break
+            n = sp.n_owned
+            self._m_mean = self.comm.allreduce(float(self.m.x.array[:n].sum()), op=MPI.SUM) / \
+                self.comm.allreduce(n, op=MPI.SUM)
+            rhs = self._jb
+            rhs.array[:] = -r[:n]
+            self._ns.remove(rhs)
+            step = self.delta.x.petsc_vec
+            step.set(0.0)
+            self.ksp_newton.solve(rhs, step)
+            lin_its += self.ksp_newton.getIterationNumber()
+            self.delta.x.scatter_forward()
+            dphi = self.delta.x.array.copy()
+            phi0, H0 = self.phi.x.array.copy(), self.H.x.array.copy()
+            lam, accepted = 1.0, False
+            for _ in range(12):  # backtracking: untangled and a smaller residual
+                self.phi.x.array[:] = phi0 + lam * dphi
+                sp.set_coords(self.xi)
+                self._recover_hessian()
+                xt = self._coords_from_phi()
+                if not self._inverted(xt):
+                    res_t, r_t = self._residual(monitor, xt)
+                    if res_t < (1 - 1e-4 * lam) * res:
+                        accepted = True
+                        break
+                lam *= 0.5
+                backtracks += 1
+            if not accepted:
+                self.phi.x.array[:] = phi0
+                self.H.x.array[:] = H0
+                raise SolverError(f"Monge-Ampere Newton: no step along the Newton direction lowers "
+                                  f"the residual {res:.3e} at iteration {it}; the mesh was left "
+                                  "unchanged (try variant='relaxation')")
+            res, r, x = res_t, r_t, xt
+            hist.append(res)
+            it += 1
+            if res > self.dtol * hist[0]:
+                raise SolverError(f"Monge-Ampere Newton diverged: residual {res:.3e}")
+        sp.set_coords(self.xi)
+        x = self._coords_from_phi()
+        return x, it, reason, hist, {"linear_iterations": lin_its, "backtracks": backtracks,
+                                     "inner_iterations": self._inner_its, "rtol": self.rtol}
