@@ -182,7 +182,8 @@ class MongeAmpereMover(Mover):
     ``variant="newton"``: Newton steps on the same discrete equation (a matrix-free Jacobian
     with the Hessian recovery, the gradient projection, the monitor's P1 gradient and theta all
     linearised), solved by GMRES preconditioned by GAMG on the Laplacian; a backtracking line
-    search on the residual accepts only untangled steps that lower it.
+    search on the residual accepts only untangled steps that lower it, and where none does the
+    iteration takes one relaxation step instead (counted in ``info["relaxation_steps"]``).
 
     H is recovered weakly in P1 (``(tau, H) = -(div tau, grad phi) + boundary term
     with the tangential part of grad phi``); the new coordinates come from the mass-lumped L2
@@ -275,7 +276,7 @@ class MongeAmpereMover(Mover):
             kh.setFromOptions()
             kh.setUp()
         self.M_H, self.ksp_H = M, kh
-        self.b_H = M.createVecLeft()
+        self.b_H = dolfinx.fem.petsc.create_vector(self.Vt)  # ghosted: assembly writes ghosts
         self._build_gradient_projection(w)
         if self.variant == "newton":
             self._build_newton()
@@ -317,7 +318,7 @@ class MongeAmpereMover(Mover):
             kg.setFromOptions()
             kg.setUp()
         self.ksp_g, self.K_g, self._Pg = kg, K, P
-        self.b_g = K.createVecLeft()
+        self.b_g = dolfinx.fem.petsc.create_vector(self.Vv)
         self.grad = dolfinx.fem.Function(self.Vv, name="grad_phi")
 
     def _assemble_p1(self, form: Any, bs: int) -> np.ndarray:
@@ -486,6 +487,7 @@ class MongeAmpereMover(Mover):
         self.f_jac = dolfinx.fem.form(v * self.m * ufl.inner(cof, self.Hd) * dx
                                       + v * ufl.dot(ufl.dot(cof, ufl.grad(self.m)), self.gd) * dx)
         self._jb = self.A.createVecLeft()
+        self._jy = dolfinx.fem.petsc.create_vector(self.space.V)
         self._ml_vec = self.A.createVecLeft()
         self._ml_vec.array[:] = self._ml[: self.space.n_owned]
         mover = self
@@ -502,10 +504,12 @@ class MongeAmpereMover(Mover):
                 mover.ksp_H.solve(b, mover.Hd.x.petsc_vec)
                 mover.Hd.x.scatter_forward()
                 mover._project_gradient(mover.f_grad_d, mover.gd)
-                with y.localForm() as loc:
+                jy = mover._jy
+                with jy.localForm() as loc:
                     loc.set(0.0)
-                dolfinx.fem.petsc.assemble_vector(y, mover.f_jac)
-                y.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+                dolfinx.fem.petsc.assemble_vector(jy, mover.f_jac)
+                jy.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+                y.array[:] = jy.array_r
                 # theta = (1, m det(I+H)) / |domain| moves too: d theta = sum(J d) / |domain|
                 dtheta = y.sum() / mover.volume
                 y.axpy(-dtheta, mover._ml_vec)
@@ -536,7 +540,7 @@ class MongeAmpereMover(Mover):
     def _solve_newton(self, monitor: Monitor, log: bool):
         sp = self.space
         hist: list[float] = []
-        reason, it, backtracks = -3, 0, 0
+        reason, it, backtracks, relax_steps = -3, 0, 0, 0
         sp.set_coords(self.xi)
         x = self._coords_from_phi()
         self.check_tangling(x, 0)
@@ -578,11 +582,26 @@ class MongeAmpereMover(Mover):
                 lam *= 0.5
                 backtracks += 1
             if not accepted:
+                # no Newton step helps here (strongly nonlinear monitor): take a relaxation
+                # (pseudo-time) step instead, halved until untangled
                 self.phi.x.array[:] = phi0
                 self.H.x.array[:] = H0
-                raise SolverError(f"Monge-Ampere Newton: no step along the Newton direction lowers "
-                                  f"the residual {res:.3e} at iteration {it}; the mesh was left "
-                                  "unchanged (try variant='relaxation')")
+                sp.set_coords(self.xi)
+                unit = self._solve_increment(r)
+                lam = self.pseudo_dt
+                for _ in range(self.max_halvings):
+                    self.phi.x.array[:] = phi0 + lam * unit
+                    self._recover_hessian()
+                    xt = self._coords_from_phi()
+                    if not self._inverted(xt):
+                        break
+                    lam *= 0.5
+                else:
+                    self.phi.x.array[:] = phi0
+                    self.H.x.array[:] = H0
+                    self.check_tangling(xt, it)
+                res_t, r_t = self._residual(monitor, xt)
+                relax_steps += 1
             res, r, x = res_t, r_t, xt
             hist.append(res)
             it += 1
@@ -591,4 +610,5 @@ class MongeAmpereMover(Mover):
         sp.set_coords(self.xi)
         x = self._coords_from_phi()
         return x, it, reason, hist, {"linear_iterations": lin_its, "backtracks": backtracks,
+                                     "relaxation_steps": relax_steps,
                                      "inner_iterations": self._inner_its, "rtol": self.rtol}

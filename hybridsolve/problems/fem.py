@@ -40,15 +40,32 @@ def _slot(gmsh, h: float) -> None:
     occ.cut([(2, rect)], [(2, slot)])
 
 
-GMSH_DOMAINS: dict[str, Callable] = {"lshape_hole": _lshape_hole, "slot": _slot}
+def _lshape(gmsh, h: float) -> None:
+    occ = gmsh.model.occ
+    sq = occ.addRectangle(0, 0, 0, 1, 1)
+    corner = occ.addRectangle(0.5, 0.5, 0, 0.5, 0.5)
+    occ.cut([(2, sq)], [(2, corner)])
+
+
+def _square_hole(gmsh, h: float) -> None:
+    occ = gmsh.model.occ
+    sq = occ.addRectangle(0, 0, 0, 1, 1)
+    hole = occ.addRectangle(0.35, 0.35, 0, 0.3, 0.3)
+    occ.cut([(2, sq)], [(2, hole)])
+
+
+GMSH_DOMAINS: dict[str, Callable] = {"lshape_hole": _lshape_hole, "slot": _slot,
+                                     "lshape": _lshape, "square_hole": _square_hole}
 
 
 def gmsh_domain(comm: MPI.Comm, kind: str, n: int) -> dolfinx.mesh.Mesh:
     """A triangle mesh of a named 2-D gmsh domain with mesh size ``1 / n``.
 
     Built on rank 0 only (single-threaded, so the same mesh whatever the number of ranks) and
-    distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole)
-    and ``slot`` (a 2 x 1 rectangle with a slot cut from the top edge).
+    distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole),
+    ``slot`` (a 2 x 1 rectangle with a slot cut from the top edge), ``lshape`` (the unit square
+    without its upper right quarter) and ``square_hole`` (the unit square with a 0.3 x 0.3 square
+    hole in the middle).
     """
     try:
         import gmsh
