@@ -43,9 +43,9 @@ def _check_mesh(mesh: Any) -> int:
     if mesh.geometry.dim != tdim:
         raise InputError(f"mesh movement needs a flat mesh (geometry dim {mesh.geometry.dim} "
                          f"!= topology dim {tdim})")
-    if mesh.geometry.cmap.degree != 1:
+    if mesh.geometry.cmaps[0].degree != 1:
         raise InputError("mesh movement supports affine (degree-1) meshes only; this mesh has "
-                         f"degree-{mesh.geometry.cmap.degree} geometry")
+                         f"degree-{mesh.geometry.cmaps[0].degree} geometry")
     return tdim
 
 
@@ -56,7 +56,7 @@ def signed_volumes(mesh: Any, coords: np.ndarray | None = None) -> np.ndarray:
     """
     d = mesh.topology.dim
     x = mesh.geometry.x[:, :d] if coords is None else coords
-    cells = mesh.geometry.dofmap
+    cells = mesh.geometry.dofmaps[0]
     p = x[cells]  # (ncells, d+1, d)
     J = p[:, 1:, :] - p[:, :1, :]
     fact = 2.0 if d == 2 else 6.0
@@ -148,7 +148,7 @@ class VertexSpace:
         self.n_owned = im.size_local
         self.n_dofs = im.size_local + im.num_ghosts
         node_of_dof = np.full(self.n_dofs, -1, dtype=np.int64)
-        node_of_dof[self.V.dofmap.list.ravel()] = mesh.geometry.dofmap.ravel()
+        node_of_dof[self.V.dofmap.list.ravel()] = mesh.geometry.dofmaps[0].ravel()
         if np.any(node_of_dof < 0):
             raise InputError("mesh has vertices that belong to no local cell")
         self.node_of_dof = node_of_dof
@@ -205,7 +205,7 @@ class VertexSpace:
         # outward: away from the centroid of the facet's cell
         f2c = mesh.topology.connectivity(d - 1, d)
         cells = np.array([f2c.links(f)[0] for f in facets], dtype=np.int32)
-        cnodes = mesh.geometry.dofmap[cells]
+        cnodes = mesh.geometry.dofmaps[0][cells]
         cent = x[cnodes].mean(axis=1)
         sgn = np.sign(np.einsum("ij,ij->i", n, p.mean(axis=1) - cent))
         n *= sgn[:, None]

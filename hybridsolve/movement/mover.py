@@ -197,7 +197,8 @@ class MongeAmpereMover(Mover):
 
     def __init__(self, mesh: Any, monitor: Any = None, *, variant: str = "relaxation",
                  rtol: float = 1e-8, dtol: float = 2.0, max_it: int = 1000,
-                 pseudo_dt: float = 0.1, ksp_rtol: float = 1e-10, pinned: Any = None,
+                 pseudo_dt: float = 0.1, ksp_rtol: float = 1e-10, max_halvings: int = 60,
+                 pinned: Any = None,
                  curved_tol_deg: float = 20.0, prefix: str = "mover_") -> None:
         super().__init__(mesh, monitor, pinned=pinned, curved_tol_deg=curved_tol_deg,
                          prefix=prefix)
@@ -209,7 +210,7 @@ class MongeAmpereMover(Mover):
         self.dtol = float(self._opt("dtol", dtol, float))
         self.max_it = int(self._opt("max_it", max_it, int))
         self.pseudo_dt = float(self._opt("pseudo_dt", pseudo_dt, float))
-        self.max_halvings = 60
+        self.max_halvings = int(max_halvings)
         for name, v in (("rtol", self.rtol), ("dtol", self.dtol), ("pseudo_dt", self.pseudo_dt)):
             if not (np.isfinite(v) and v > 0):
                 raise InputError(f"{name} must be a positive number, not {v}")

@@ -40,7 +40,7 @@ def _cell_points(mesh: Any, coords: np.ndarray | None = None) -> np.ndarray:
     d = mesh.topology.dim
     x = mesh.geometry.x[:, :d] if coords is None else coords
     n = _owned_cells(mesh)
-    return x[mesh.geometry.dofmap[:n]]  # (n, d+1, d)
+    return x[mesh.geometry.dofmaps[0][:n]]  # (n, d+1, d)
 
 
 def _vertex_to_cell(mesh: Any, values: np.ndarray | None, space: Any | None) -> np.ndarray:

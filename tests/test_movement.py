@@ -1,0 +1,274 @@
+"""Mesh movement (issue 7): the Monge–Ampère mover on DOLFINx meshes, serial and on 2 ranks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order first)
+
+import dolfinx  # noqa: E402
+import dolfinx.fem  # noqa: E402
+import ufl  # noqa: E402
+
+from hybridsolve.errors import InputError, SolverError  # noqa: E402
+from hybridsolve.movement import (ConstantMonitor, GradientMonitor, HessianMonitor,  # noqa: E402
+                                  MeshTanglingError, MongeAmpereMover, RingMonitor,
+                                  gather_cells, mesh_quality, plot_meshes, recover_hessian,
+                                  write_mesh)
+from conftest import assert_all, run_cli  # noqa: E402
+
+RING = dict(alpha=10.0, beta=100.0, radius=0.3)
+
+
+def square(comm, n=12):
+    return dolfinx.mesh.create_unit_square(comm, n, n)
+
+
+def by_input_index(mesh):
+    """Vertex coordinates ordered by the input (global) node index, gathered on every rank."""
+    n = mesh.geometry.index_map().size_local
+    idx = np.asarray(mesh.geometry.input_global_indices[:n])
+    x = mesh.geometry.x[:n, :2]
+    allidx = np.concatenate(mesh.comm.allgather(idx))
+    allx = np.concatenate(mesh.comm.allgather(x))
+    out = np.empty_like(allx)
+    out[allidx] = allx
+    return out
+
+
+@pytest.mark.parametrize("variant", ["relaxation", "newton"])
+def test_constant_monitor_leaves_mesh_unchanged(comm, variant):
+    mesh = square(comm)
+    x0 = mesh.geometry.x.copy()
+    res = MongeAmpereMover(mesh, ConstantMonitor(3.0), variant=variant).move()
+    assert res.converged and res.iterations == 0
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a constant monitor moved the mesh")
+
+
+def _boundary_ok(mesh, x_before, segments):
+    """Every boundary vertex stays on the segment(s) it started on; corners do not move."""
+    x1 = mesh.geometry.x[:, :2]
+    ok = True
+    for (nx, ny, c) in segments:
+        on = np.abs(x_before[:, 0] * nx + x_before[:, 1] * ny - c) < 1e-12
+        ok &= bool(np.all(np.abs(x1[on, 0] * nx + x1[on, 1] * ny - c) < 1e-10))
+    return ok
+
+
+@pytest.mark.parametrize("variant", ["relaxation", "newton"])
+def test_ring_improves_equidistribution_and_keeps_boundary(comm, variant):
+    mesh = square(comm, 16)
+    x0 = mesh.geometry.x[:, :2].copy()
+    mover = MongeAmpereMover(mesh, RingMonitor(**RING), variant=variant, rtol=1e-6)
+    q0 = mesh_quality(mesh, mover.evaluate_monitor(mover.monitor, mover.xi), space=mover.space,
+                      reference_sign=mover.ref_sign)
+    mover.reset()
+    res = mover.move()
+    q = res.info["quality"]
+    assert res.converged and res.residual_history[-1] < 1e-6
+    assert q["inverted"] == 0 and q["min_jacobian"] > 0
+    assert q["equidistribution_cv"] < 0.5 * q0["equidistribution_cv"]
+    segs = [(1, 0, 0), (1, 0, 1), (0, 1, 0), (0, 1, 1)]
+    assert_all(comm, _boundary_ok(mesh, x0, segs), "a boundary vertex left its segment")
+    corners = np.all(np.isin(np.round(x0, 12), [0.0, 1.0]), axis=1)
+    assert_all(comm, np.allclose(mesh.geometry.x[corners, :2], x0[corners], atol=0), "corner moved")
+    moved = np.abs(mesh.geometry.x[:, :2] - x0).max()
+    assert comm.allreduce(moved, op=MPI.MAX) > 0.02
+
+
+def test_general_straight_segments_slip(comm):
+    """A sheared square (a parallelogram): slip along non-axis-aligned lines."""
+    mesh = square(comm, 12)
+    A = np.array([[1.0, 0.4], [0.2, 1.0]])
+    mesh.geometry.x[:, :2] = mesh.geometry.x[:, :2] @ A.T
+    x0 = mesh.geometry.x[:, :2].copy()
+    c = np.array([0.5, 0.5]) @ A.T
+    res = MongeAmpereMover(mesh, RingMonitor(10, 100, 0.35, center=c), rtol=1e-6).move()
+    assert res.converged and res.info["quality"]["inverted"] == 0
+    # the parallelogram's sides: images of x=0, x=1 (normal ~ A^-T e1) and y=0, y=1
+    Ainv_t = np.linalg.inv(A).T
+    segs = []
+    for e, off in ((0, 0.0), (0, 1.0), (1, 0.0), (1, 1.0)):
+        nrm = Ainv_t[:, e] / np.linalg.norm(Ainv_t[:, e])
+        segs.append((nrm[0], nrm[1], off / np.linalg.norm(Ainv_t[:, e])))
+    assert_all(comm, _boundary_ok(mesh, x0, segs), "a vertex left a slanted side")
+    slid = 0.0
+    for (nx, ny, cc) in segs:
+        on = np.abs(x0 @ np.array([nx, ny]) - cc) < 1e-12
+        if on.any():
+            slid = max(slid, float(np.abs(mesh.geometry.x[on, :2] - x0[on]).max()))
+    assert comm.allreduce(slid, op=MPI.MAX) > 1e-3, "no boundary vertex slid"
+
+
+def test_one_and_two_ranks_agree(comm):
+    """The distributed move equals the same move on a serial copy of the mesh (per rank)."""
+    mesh = square(comm, 14)
+    MongeAmpereMover(mesh, RingMonitor(**RING), rtol=1e-9).move()
+    xs_dist = by_input_index(mesh)
+    serial = square(MPI.COMM_SELF, 14)
+    MongeAmpereMover(serial, RingMonitor(**RING), rtol=1e-9).move()
+    xs_self = by_input_index(serial)
+    err = np.abs(xs_dist - xs_self).max()
+    assert_all(comm, err < 1e-8, f"1 vs {comm.size} ranks differ by {err:.2e}")
+
+
+@pytest.mark.parametrize("bad", ["negative", "nan", "size"])
+def test_bad_monitor_is_refused_and_mesh_untouched(comm, bad):
+    mesh = square(comm, 8)
+    x0 = mesh.geometry.x.copy()
+
+    def fn(x):
+        v = 1.0 + 5.0 * np.exp(-10 * ((x[0] - 0.5) ** 2 + (x[1] - 0.5) ** 2))
+        if bad == "negative":
+            return v - 3.0
+        if bad == "nan":
+            v[0] = np.nan if comm.rank == comm.size - 1 else v[0]
+            return v
+        return v[:-1]
+
+    with pytest.raises(InputError, match="monitor"):
+        MongeAmpereMover(mesh, fn).move()
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a refused move changed the mesh")
+
+
+def _quarter_annulus(comm, n=8):
+    mesh = square(comm, n)
+    x = mesh.geometry.x
+    r, t = 0.5 + 0.5 * x[:, 0], 0.5 * np.pi * x[:, 1]
+    x[:, 0], x[:, 1] = r * np.cos(t), r * np.sin(t)
+    return mesh
+
+
+def test_curved_boundary_refused_unless_pinned(comm):
+    mesh = _quarter_annulus(comm)
+    x0 = mesh.geometry.x.copy()
+    with pytest.raises(InputError, match="curved"):
+        MongeAmpereMover(mesh, RingMonitor(5, 50, 0.75, center=(0, 0)))
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "the refused mesh changed")
+
+    def arcs(x):
+        r = np.hypot(x[0], x[1])
+        return np.isclose(r, 0.5) | np.isclose(r, 1.0)
+
+    mover = MongeAmpereMover(mesh, RingMonitor(5, 50, 0.75, center=(0, 0)), pinned=arcs, rtol=1e-5)
+    res = mover.move()
+    assert res.converged and res.info["quality"]["inverted"] == 0
+    on_arc = arcs(x0.T)
+    assert_all(comm, np.allclose(mesh.geometry.x[on_arc], x0[on_arc], atol=0), "pinned arc moved")
+
+
+def test_tangling_is_an_error_and_mesh_untouched(comm):
+    mesh = square(comm, 10)
+    x0 = mesh.geometry.x.copy()
+    mover = MongeAmpereMover(mesh, RingMonitor(2000, 300, 0.3), pseudo_dt=50.0, max_halvings=0)
+    with pytest.raises(MeshTanglingError, match="invert"):
+        mover.move()
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a tangled move changed the mesh")
+
+
+def test_iteration_limit_raises_or_returns(comm):
+    mesh = square(comm, 10)
+    x0 = mesh.geometry.x.copy()
+    with pytest.raises(SolverError, match="did not converge"):
+        MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3).move()
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "failed move changed the mesh")
+    res = MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3).move(raise_on_fail=False)
+    assert res.reason < 0 and res.iterations == 3 and res.info["quality"]["inverted"] == 0
+
+
+def test_bad_arguments(comm):
+    mesh = square(comm, 4)
+    with pytest.raises(InputError, match="variant"):
+        MongeAmpereMover(mesh, 1.0, variant="sqp")
+    with pytest.raises(InputError, match="rtol"):
+        MongeAmpereMover(mesh, 1.0, rtol=-1)
+    with pytest.raises(InputError, match="monitor"):
+        MongeAmpereMover(mesh, "ring")
+    quads = dolfinx.mesh.create_unit_square(comm, 3, 3, dolfinx.mesh.CellType.quadrilateral)
+    with pytest.raises(InputError, match="triangle or tetrahedron"):
+        MongeAmpereMover(quads, 1.0)
+
+
+def test_hessian_recovery_and_field_monitors(comm):
+    mesh = square(comm, 16)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u = dolfinx.fem.Function(V)
+    u.interpolate(lambda x: 0.5 * x[0] ** 2 + 0.3 * x[0] * x[1] - 0.2 * x[1] ** 2)
+    H = recover_hessian(u)
+    xd = V.tabulate_dof_coordinates()[:, :2]
+    inner = np.all((xd > 0.25) & (xd < 0.75), axis=1)
+    Hv = H.x.array.reshape(-1, 2, 2)[inner]
+    assert_all(comm, np.allclose(Hv, [[1.0, 0.3], [0.3, -0.4]], atol=1e-10), "Hessian of a quadratic")
+    u.interpolate(lambda x: np.exp(-((x[0] - 0.5) ** 2 + (x[1] - 0.6) ** 2) / 0.02))
+    for mon, lo, hi in ((GradientMonitor(u, alpha=5.0), 1, 6), (HessianMonitor(u, beta=5.0), 1, 6),
+                        (1.0 + GradientMonitor(u), 2, 12)):
+        mover = MongeAmpereMover(mesh, mon, rtol=1e-5)
+        res = mover.move()
+        assert res.converged and res.info["quality"]["inverted"] == 0
+        m = mover.monitor_values
+        assert_all(comm, lo - 1e-9 <= m.min() and m.max() <= hi + 1e-9 and m.max() > lo + 1,
+                   f"{mon.name} values in [{m.min()}, {m.max()}]")
+        mover.reset()
+
+
+def test_fields_follow_the_mesh(comm):
+    """A transferred linear field equals the linear function at the moved vertices."""
+    mesh = square(comm, 12)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u = dolfinx.fem.Function(V)
+    u.interpolate(lambda x: 2 * x[0] - x[1] + 0.5)
+    mover = MongeAmpereMover(mesh, RingMonitor(**RING), rtol=1e-5)
+    mover.move(fields=[u])
+    xd = V.tabulate_dof_coordinates()
+    assert_all(comm, np.allclose(u.x.array, 2 * xd[:, 0] - xd[:, 1] + 0.5, atol=1e-10),
+               "transferred field")
+    # the second move starts from phi of the first (warm start): fewer iterations
+    r2 = mover.move(RingMonitor(**RING))
+    assert r2.iterations <= 1
+
+
+def test_plot_and_xdmf(comm, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mv") if comm.rank == 0 else None
+    out = comm.bcast(str(out) if out else None, root=0)
+    mesh = square(comm, 10)
+    mover = MongeAmpereMover(mesh, RingMonitor(**RING), rtol=1e-5)
+    before = gather_cells(mesh)[0]
+    mover.move()
+    path = write_mesh(mesh, f"{out}/moved.xdmf", monitor_values=mover.monitor_values,
+                      space=mover.space)
+    after, vals = gather_cells(mesh, np.ones(mesh.topology.index_map(2).size_local))
+    if comm.rank == 0:
+        png = plot_meshes([("before", before, None), ("after", after, vals)], f"{out}/m.png")
+        assert png.stat().st_size > 5000
+        assert path.exists() and path.with_suffix(".h5").exists()
+        assert "q_eq" in path.read_text()
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("np_", [1, 2])
+def test_cli_move(tmp_path, np_):
+    out = run_cli(["move", "--square", "12", "--monitor-opt", "alpha=10", "--monitor-opt", "beta=100",
+                   "--monitor-opt", "radius=0.3", "--rtol", "1e-6", "--json", str(tmp_path / "r.json"),
+                   "--plot", str(tmp_path / "m.png"), "--out", str(tmp_path / "m.xdmf")], np_=np_)
+    assert out.returncode == 0, out.stderr
+    assert "CONVERGED_RTOL" in out.stdout and "equidistribution_cv" in out.stdout
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["result"]["info"]["quality"]["inverted"] == 0
+    assert (tmp_path / "m.png").exists() and (tmp_path / "m.xdmf").exists()
+    # moving the written mesh again with a constant monitor: read back, 0 iterations
+    again = run_cli(["move", "--mesh", str(tmp_path / "m.xdmf"), "--monitor", "constant"], np_=np_)
+    assert again.returncode == 0, again.stderr
+    assert "0 its" in again.stdout
+
+
+@pytest.mark.serial
+def test_cli_move_bad_input(tmp_path):
+    out = run_cli(["move", "--square", "8", "--monitor", "expr:1 - 5*x"])
+    assert out.returncode == 2 and "must be > 0" in out.stderr
+    out = run_cli(["move", "--mesh", str(tmp_path / "missing.xdmf")])
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    out = run_cli(["move", "--square", "8", "--monitor", "spiral"])
+    assert out.returncode == 2 and "unknown monitor" in out.stderr
