@@ -272,3 +272,24 @@ def test_cli_move_bad_input(tmp_path):
     assert out.returncode == 2 and "does not exist" in out.stderr
     out = run_cli(["move", "--square", "8", "--monitor", "spiral"])
     assert out.returncode == 2 and "unknown monitor" in out.stderr
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("np_", [1, 2])
+def test_example_moving_mesh_simulation(tmp_path, np_):
+    """The FEniCSx example runs end to end (tiny sizes) and reports both meshes' errors."""
+    import os
+    import subprocess
+
+    from conftest import BIN, ROOT
+
+    cmd = [str(BIN / "python"), str(ROOT / "examples" / "dolfinx_moving_mesh.py"), "--n", "12",
+           "--steps", "8", "--T", "0.04", "--every", "4", "--out", str(tmp_path)]
+    if np_ > 1:
+        cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr
+    assert "uniform" in out.stdout and "moved/4 ale" in out.stdout
+    assert "error reduction by moving the mesh" in out.stdout
+    assert (tmp_path / "moving_mesh_final.png").exists()
