@@ -185,7 +185,7 @@ def scaling(args) -> None:
                      r2["its"], f"{r2['time']:.2f}", f"{r1['time'] / r2['time']:.2f}",
                      f"{r1['cv']:.3f}", r1["inverted"] + r2["inverted"]])
     write_table("movement_scaling", f"Mesh movement: scaling ({args.variant}, ring monitor "
-                "alpha 20, beta 200, r 0.4, rtol {args.rtol:g})",
+                f"alpha 20, beta 200, r 0.4, rtol {args.rtol:g})",
                 ["n", "cells", "its (1 rank)", "inner its", "setup [s]", "move [s] 1 rank",
                  "ms / it", "cost per it per cell (vs smallest)", "its (2 ranks)",
                  "move [s] 2 ranks", "speed-up 2 vs 1", "sigma/mu", "inverted"], rows,
