@@ -293,3 +293,15 @@ def test_example_moving_mesh_simulation(tmp_path, np_):
     assert "uniform" in out.stdout and "moved/4 ale" in out.stdout
     assert "error reduction by moving the mesh" in out.stdout
     assert (tmp_path / "moving_mesh_final.png").exists()
+
+
+def test_three_d_cube_slides_on_faces(comm):
+    mesh = dolfinx.mesh.create_unit_cube(comm, 6, 6, 6)
+    x0 = mesh.geometry.x.copy()
+    res = MongeAmpereMover(mesh, RingMonitor(10, 100, 0.3, center=(0.5, 0.5, 0.5)), rtol=1e-5).move()
+    q = res.info["quality"]
+    assert res.converged and q["inverted"] == 0
+    face = np.isclose(x0, 0.0) | np.isclose(x0, 1.0)  # per component: the normal ones
+    assert_all(comm, np.array_equal(mesh.geometry.x[face], x0[face]), "left a face")
+    tangential = np.abs(mesh.geometry.x - x0)[face.any(axis=1) & ~face.all(axis=1)]
+    assert comm.allreduce(float(tangential.max(initial=0)), op=MPI.MAX) > 1e-3
