@@ -110,6 +110,35 @@ class Snapshot:
             g.x.scatter_forward()
             self.functions.append(g)
 
+    def evaluate_p1(self, k: int, points: np.ndarray) -> np.ndarray | None:
+        """Values of frozen scalar P1 function ``k`` at ``points`` (n, d) found in this rank's part
+        of the frozen mesh (a bounding-box tree built once, barycentric interpolation); ``None``
+        on every rank when any rank has a point outside its part (then use :meth:`transfer`)."""
+        import dolfinx.geometry
+
+        g = self.functions[k]
+        mesh = self.mesh
+        d = mesh.topology.dim
+        if not hasattr(self, "_tree"):
+            ncells = mesh.topology.index_map(d).size_local
+            self._tree = dolfinx.geometry.bb_tree(mesh, d, padding=1e-12,
+                                                  entities=np.arange(ncells, dtype=np.int32))
+        pts = np.zeros((points.shape[0], 3))
+        pts[:, :d] = points
+        cand = dolfinx.geometry.compute_collisions_points(self._tree, pts)
+        coll = dolfinx.geometry.compute_colliding_cells(mesh, cand, pts)
+        off = coll.offsets
+        found = np.diff(off) > 0
+        if not mesh.comm.allreduce(bool(found.all()), op=MPI.LAND):
+            return None
+        cells = coll.array[off[:-1]]
+        P = mesh.geometry.x[mesh.geometry.dofmaps[0][cells], :d]  # (n, d+1, d)
+        J = np.transpose(P[:, 1:, :] - P[:, :1, :], (0, 2, 1))
+        lam = np.linalg.solve(J, (points - P[:, 0, :])[..., None])[..., 0]
+        w = np.concatenate([1.0 - lam.sum(axis=1, keepdims=True), lam], axis=1)
+        vals = g.x.array[g.function_space.dofmap.list[cells]]
+        return (w * vals).sum(axis=1)
+
     def transfer(self, targets: list) -> None:
         """Interpolate each frozen function onto the corresponding target (on the moved mesh)."""
         for g, f in zip(self.functions, targets):

@@ -218,12 +218,15 @@ class _FieldMonitor(Monitor):
         self._cache: dict = {}
 
     def evaluate(self, V, x):
-        key = id(V)
-        if key not in self._cache:
-            self._cache = {key: dolfinx.fem.Function(V)}
-        f = self._cache[key]
-        self._snap.transfer([f])
-        return 1.0 + self.alpha * np.maximum(f.x.array, 0.0) / self.smax
+        s = self._snap.evaluate_p1(0, x)  # fast: points in this rank's part of the frozen mesh
+        if s is None:  # some vertex moved into another rank's part: parallel interpolation
+            key = id(V)
+            if key not in self._cache:
+                self._cache = {key: dolfinx.fem.Function(V)}
+            f = self._cache[key]
+            self._snap.transfer([f])
+            s = f.x.array
+        return 1.0 + self.alpha * np.maximum(s, 0.0) / self.smax
 
 
 def _to_p1(expr: Any, V: Any) -> Any:
