@@ -115,7 +115,7 @@ def test_one_and_two_ranks_agree(comm):
     assert_all(comm, err < 1e-8, f"1 vs {comm.size} ranks differ by {err:.2e}")
 
 
-@pytest.mark.parametrize("bad", ["negative", "nan", "size"])
+@pytest.mark.parametrize("bad", ["negative", "nan", "size", "raises-on-last-rank"])
 def test_bad_monitor_is_refused_and_mesh_untouched(comm, bad):
     mesh = square(comm, 8)
     x0 = mesh.geometry.x.copy()
@@ -127,7 +127,9 @@ def test_bad_monitor_is_refused_and_mesh_untouched(comm, bad):
         if bad == "nan":
             v[0] = np.nan if comm.rank == comm.size - 1 else v[0]
             return v
-        return v[:-1]
+        if bad == "raises-on-last-rank" and comm.rank == comm.size - 1:
+            raise ZeroDivisionError("a bug in the user's monitor")
+        return v[:-1] if bad == "size" else v
 
     with pytest.raises(InputError, match="monitor"):
         MongeAmpereMover(mesh, fn).move()
@@ -239,12 +241,14 @@ def test_plot_and_xdmf(comm, tmp_path_factory):
     mover.move()
     path = write_mesh(mesh, f"{out}/moved.xdmf", monitor_values=mover.monitor_values,
                       space=mover.space)
+    bp = write_mesh(mesh, f"{out}/moved.bp", monitor_values=mover.monitor_values, space=mover.space)
     after, vals = gather_cells(mesh, np.ones(mesh.topology.index_map(2).size_local))
     if comm.rank == 0:
         png = plot_meshes([("before", before, None), ("after", after, vals)], f"{out}/m.png")
         assert png.stat().st_size > 5000
         assert path.exists() and path.with_suffix(".h5").exists()
         assert "q_eq" in path.read_text()
+        assert bp.is_dir() and (bp.parent / "moved_monitor.bp").is_dir()
 
 
 @pytest.mark.serial

@@ -148,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     mv.add_argument("--max-it", type=int, default=1000, help="iteration limit (default 1000)")
     mv.add_argument("--pinned", choices=["none", "all"], default="none",
                     help="pin the whole boundary (default: slip along straight segments)")
-    mv.add_argument("--out", type=Path, help="write the moved mesh and metrics (XDMF)")
+    mv.add_argument("--out", type=Path, help="write the moved mesh and metrics: .xdmf (default) "
+                                             "or .bp (VTX)")
     mv.add_argument("--plot", type=Path, help="PNG of the mesh before and after")
     mv.add_argument("--json", type=Path, help="write the result (iterations, residuals, quality)")
 

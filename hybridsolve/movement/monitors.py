@@ -29,13 +29,26 @@ __all__ = ["Monitor", "ConstantMonitor", "BallMonitor", "RingMonitor", "Callable
            "recover_hessian", "check_monitor_values"]
 
 
-def check_monitor_values(values: np.ndarray, n: int, comm: Any, name: str = "monitor") -> np.ndarray:
-    """Values must be ``n`` finite numbers > 0 on every rank; otherwise :class:`InputError` on all."""
-    v = np.asarray(values, dtype=np.float64).ravel()
+def check_monitor_values(values: Any, n: int, comm: Any, name: str = "monitor") -> np.ndarray:
+    """Values must be ``n`` finite numbers > 0 on every rank; otherwise :class:`InputError` on all.
+
+    ``values`` may be an exception the monitor raised on this rank: it becomes the message, so a
+    monitor failing on one rank ends the move on every rank instead of leaving the others waiting.
+    """
+    msg = ""
+    if isinstance(values, BaseException):
+        msg = f"{name} failed on rank {comm.rank}: {type(values).__name__}: {values}"
+        v = np.zeros(0)
+    else:
+        try:
+            v = np.asarray(values, dtype=np.float64).ravel()
+        except (TypeError, ValueError) as err:
+            msg, v = f"{name} returned something that is not numbers: {err}", np.zeros(0)
     if v.size == 1 and n != 1:
         v = np.full(n, float(v[0]))
-    msg = ""
-    if v.size != n:
+    if msg:
+        pass
+    elif v.size != n:
         msg = f"{name} returned {v.size} values for {n} vertices"
     elif not np.all(np.isfinite(v)):
         msg = f"{name} returned NaN or Inf at {int(np.count_nonzero(~np.isfinite(v)))} vertices"

@@ -98,7 +98,12 @@ class Mover:
         """Monitor values at the vertices, with the mesh at coordinates ``x``; checked."""
         sp = self.space
         sp.set_coords(x)
-        vals = monitor.evaluate(sp.V, x)
+        try:
+            vals = monitor.evaluate(sp.V, x)
+        except InputError:
+            raise  # already collective (e.g. a field monitor's own checks)
+        except Exception as err:  # noqa: BLE001 - reported on every rank just below
+            vals = err
         vals = check_monitor_values(vals, sp.n_dofs, self.comm, name=f"monitor {monitor.name}")
         return sp.forward(vals)
 

@@ -196,27 +196,42 @@ def plot_meshes(panels: list, path: str | Path, *, label: str = "", title: str =
 
 def write_mesh(mesh: Any, path: str | Path, *, monitor_values: np.ndarray | None = None,
                space: Any | None = None, time: float = 0.0) -> Path:
-    """XDMF (with .h5) of the mesh, its per-cell quality metrics (DG0) and the monitor (P1)."""
-    path = Path(path).with_suffix(".xdmf")
+    """Write the mesh with its per-cell quality metrics (DG0) and the monitor (P1) for ParaView.
+
+    ``.xdmf`` (default; with its .h5): one file. ``.bp`` (VTX/ADIOS2): the metrics in ``path``
+    and the monitor in ``<stem>_monitor.bp`` (a VTX file holds functions of one element).
+    """
+    path = Path(path)
+    vtx = path.suffix == ".bp"
+    if not vtx:
+        path = path.with_suffix(".xdmf")
     if mesh.comm.rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
     mesh.comm.Barrier()
     cm = cell_metrics(mesh, monitor_values, space=space)
     Q = dolfinx.fem.functionspace(mesh, ("DG", 0))
-    funcs = []
+    metrics = []
     n = _owned_cells(mesh)
     for name in ("volume", "aspect_ratio", "q_eq", "q_ali"):
         f = dolfinx.fem.Function(Q, name=name)
         f.x.array[:n] = cm[name]
         f.x.scatter_forward()
-        funcs.append(f)
+        metrics.append(f)
+    mon = []
     if monitor_values is not None:
         V = space.V if space is not None else dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
         m = dolfinx.fem.Function(V, name="monitor")
         m.x.array[:] = monitor_values
-        funcs.append(m)
+        mon.append(m)
+    if vtx:
+        with dolfinx.io.VTXWriter(mesh.comm, str(path), metrics) as w:
+            w.write(time)
+        if mon:
+            with dolfinx.io.VTXWriter(mesh.comm, str(path.with_name(path.stem + "_monitor.bp")), mon) as w:
+                w.write(time)
+        return path
     with dolfinx.io.XDMFFile(mesh.comm, str(path), "w") as xf:
         xf.write_mesh(mesh)
-        for f in funcs:
+        for f in metrics + mon:
             xf.write_function(f, time)
     return path
