@@ -179,6 +179,13 @@ def test_iteration_limit_raises_or_returns(comm):
     assert_all(comm, np.array_equal(mesh.geometry.x, x0), "failed move changed the mesh")
     res = MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3).move(raise_on_fail=False)
     assert res.reason < 0 and res.iterations == 3 and res.info["quality"]["inverted"] == 0
+    # a failed move does not spoil the next one: the warm start is restored as well
+    mover = MongeAmpereMover(square(comm, 10), RingMonitor(**RING), rtol=1e-6, max_it=3)
+    with pytest.raises(SolverError):
+        mover.move()
+    assert_all(comm, not np.any(mover.phi.x.array), "phi kept the failed move's iterate")
+    mover.max_it = 1000
+    assert mover.move().converged
 
 
 def test_bad_arguments(comm):

@@ -84,6 +84,13 @@ class Mover:
         """Return (new coords (ndofs, d), iterations, reason code, residual history, info)."""
         raise NotImplementedError
 
+    def _save_state(self) -> Any:
+        """What to restore when a move fails (a warm start, say); nothing by default."""
+        return None
+
+    def _restore_state(self, state: Any) -> None:
+        pass
+
     # -- shared machinery ----------------------------------------------------------------------
     def _opt(self, name: str, default: Any, kind: type) -> Any:
         opts = PETSc.Options(self.prefix)
@@ -136,6 +143,7 @@ class Mover:
         x_before = sp.coords()
         snap = Snapshot(list(fields)) if fields else None
         log = self._opt("monitor", False, bool)
+        state = self._save_state()
         self.comm.Barrier()
         t0 = time.perf_counter()
         try:
@@ -147,6 +155,7 @@ class Mover:
             self.check_tangling(x_new, its)
         except BaseException:
             sp.set_coords(x_before)
+            self._restore_state(state)
             raise
         sp.set_coords(x_new)
         elapsed = self.comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
@@ -326,6 +335,12 @@ class MongeAmpereMover(Mover):
         self.ksp_g, self.K_g, self._Pg = kg, K, P
         self.b_g = dolfinx.fem.petsc.create_vector(self.Vv)
         self.grad = dolfinx.fem.Function(self.Vv, name="grad_phi")
+
+    def _save_state(self) -> Any:
+        return self.phi.x.array.copy(), self.H.x.array.copy()
+
+    def _restore_state(self, state: Any) -> None:  # the warm start of the next move stays valid
+        self.phi.x.array[:], self.H.x.array[:] = state
 
     def _assemble_p1(self, form: Any, bs: int) -> np.ndarray:
         vec = dolfinx.fem.assemble_vector(form)
