@@ -195,8 +195,9 @@ class MongeAmpereMover(Mover):
     CG + GAMG solve of the P1 Laplacian (constant null space removed) for the increment.
     ``variant="newton"``: Newton steps on the same discrete equation (a matrix-free Jacobian
     with the Hessian recovery, the gradient projection, the monitor's P1 gradient and theta all
-    linearised), solved by GMRES preconditioned by GAMG on the Laplacian; a backtracking line
-    search on the residual accepts only untangled steps that lower it, and where none does the
+    linearised), solved by GMRES preconditioned by GAMG on the Laplacian; a line search in the
+    spirit of PETSc's ``l2`` (||R||^2 at steps 1/2 and 1 and the parabola's minimiser, then
+    halving) accepts only untangled steps that lower the residual, and where none does the
     iteration takes one relaxation step instead (counted in ``info["relaxation_steps"]``).
 
     H is recovered weakly in P1 (``(tau, H) = -(div tau, grad phi) + boundary term
@@ -589,19 +590,47 @@ class MongeAmpereMover(Mover):
             self.delta.x.scatter_forward()
             dphi = self.delta.x.array.copy()
             phi0, H0 = self.phi.x.array.copy(), self.H.x.array.copy()
-            lam, accepted = 1.0, False
-            for _ in range(12):  # backtracking: untangled and a smaller residual
+
+            def trial(lam):  # residual at phi0 + lam dphi, or None where it tangles
                 self.phi.x.array[:] = phi0 + lam * dphi
                 sp.set_coords(self.xi)
                 self._recover_hessian()
                 xt = self._coords_from_phi()
-                if not self._inverted(xt):
-                    res_t, r_t = self._residual(monitor, xt)
-                    if res_t < (1 - 1e-4 * lam) * res:
-                        accepted = True
-                        break
-                lam *= 0.5
+                if self._inverted(xt):
+                    return None
+                res_t, r_t = self._residual(monitor, xt)
+                return res_t, r_t, xt, self.phi.x.array.copy(), self.H.x.array.copy()
+
+            # PETSc's "l2" line search in spirit: ||R||^2 at lam = 1/2 and 1, the parabola's
+            # minimiser through them and lam = 0, keep the best; halve below 1/2 if none helps
+            tried = {lam: trial(lam) for lam in (1.0, 0.5)}
+            f0 = res**2
+            if tried[1.0] is not None and tried[0.5] is not None:
+                f1, fh = tried[1.0][0] ** 2, tried[0.5][0] ** 2
+                curv = 2 * (f1 - 2 * fh + f0)  # second derivative in lam (step 1/2 grid)
+                if curv > 0:
+                    lam_q = float(np.clip((4 * fh - 3 * f0 - f1) / (2 * curv), 0.05, 1.0))
+                    if all(abs(lam_q - k) > 1e-3 for k in tried):
+                        tried[lam_q] = trial(lam_q)
+            good = {k: v for k, v in tried.items() if v is not None and v[0] < (1 - 1e-4 * k) * res}
+            lam = 0.25
+            while not good and lam > 1e-3:
                 backtracks += 1
+                t = trial(lam)
+                if t is not None and t[0] < (1 - 1e-4 * lam) * res:
+                    good[lam] = t
+                lam *= 0.5
+            accepted = bool(good)
+            if accepted:
+                best = min(good, key=lambda k: good[k][0])
+                res_t, r_t, xt, phi_b, H_b = good[best]
+                self.phi.x.array[:] = phi_b
+                self.H.x.array[:] = H_b
+                self.m.x.array[:] = self.evaluate_monitor(monitor, xt)  # m at the accepted point
+                self.monitor_values = self.m.x.array.copy()
+                sp.set_coords(self.xi)
+                th = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.f_theta), op=MPI.SUM)
+                self.theta.value = th / self.volume
             if not accepted:
                 # no Newton step helps here (strongly nonlinear monitor): take a relaxation
                 # (pseudo-time) step instead, halved until untangled
