@@ -113,6 +113,16 @@ def test_one_and_two_ranks_agree(comm):
     xs_self = by_input_index(serial)
     err = np.abs(xs_dist - xs_self).max()
     assert_all(comm, err < 1e-8, f"1 vs {comm.size} ranks differ by {err:.2e}")
+    # a field monitor (frozen Hessian of a solution), evaluated across the partition
+    mesh, serial = square(comm, 14), square(MPI.COMM_SELF, 14)
+    for msh in (mesh, serial):
+        V = dolfinx.fem.functionspace(msh, ("Lagrange", 1))
+        u = dolfinx.fem.Function(V)
+        u.interpolate(lambda x: np.exp(-((x[0] - 0.45) ** 2 + (x[1] - 0.6) ** 2) / 0.02))
+        mover = MongeAmpereMover(msh, rtol=1e-9)
+        mover.move(HessianMonitor(u, beta=5.0))
+    err = np.abs(by_input_index(mesh) - by_input_index(serial)).max()
+    assert_all(comm, err < 1e-8, f"field monitor: 1 vs {comm.size} ranks differ by {err:.2e}")
 
 
 @pytest.mark.parametrize("bad", ["negative", "nan", "size", "raises-on-last-rank"])
@@ -329,7 +339,7 @@ def test_field_monitor_fast_path_matches_parallel_interpolation(comm):
     mover = MongeAmpereMover(mesh, RingMonitor(**RING), rtol=1e-5)
     mover.move()
     x = mover.space.coords()
-    fast = mon._snap.evaluate_p1(0, x)
+    fast = mon._snap.evaluate_p1(0, x, mover.space.V)
     f = dolfinx.fem.Function(mover.space.V)
     mon._snap.transfer([f])
     if fast is not None:

@@ -110,34 +110,67 @@ class Snapshot:
             g.x.scatter_forward()
             self.functions.append(g)
 
-    def evaluate_p1(self, k: int, points: np.ndarray) -> np.ndarray | None:
-        """Values of frozen scalar P1 function ``k`` at ``points`` (n, d) found in this rank's part
-        of the frozen mesh (a bounding-box tree built once, barycentric interpolation); ``None``
-        on every rank when any rank has a point outside its part (then use :meth:`transfer`)."""
+    def _locate(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, values of frozen function 0) for points (n, d) in this rank's part."""
         import dolfinx.geometry
 
-        g = self.functions[k]
+        g = self.functions[self._k]
         mesh = self.mesh
         d = mesh.topology.dim
         if not hasattr(self, "_tree"):
             ncells = mesh.topology.index_map(d).size_local
             self._tree = dolfinx.geometry.bb_tree(mesh, d, padding=1e-12,
                                                   entities=np.arange(ncells, dtype=np.int32))
+        vals = np.zeros(points.shape[0])
+        if points.shape[0] == 0:
+            return np.zeros(0, dtype=bool), vals
         pts = np.zeros((points.shape[0], 3))
         pts[:, :d] = points
         cand = dolfinx.geometry.compute_collisions_points(self._tree, pts)
         coll = dolfinx.geometry.compute_colliding_cells(mesh, cand, pts)
         off = coll.offsets
         found = np.diff(off) > 0
-        if not mesh.comm.allreduce(bool(found.all()), op=MPI.LAND):
-            return None
-        cells = coll.array[off[:-1]]
+        cells = coll.array[off[:-1][found]]
         P = mesh.geometry.x[mesh.geometry.dofmaps[0][cells], :d]  # (n, d+1, d)
         J = np.transpose(P[:, 1:, :] - P[:, :1, :], (0, 2, 1))
-        lam = np.linalg.solve(J, (points - P[:, 0, :])[..., None])[..., 0]
+        lam = np.linalg.solve(J, (points[found] - P[:, 0, :])[..., None])[..., 0]
         w = np.concatenate([1.0 - lam.sum(axis=1, keepdims=True), lam], axis=1)
-        vals = g.x.array[g.function_space.dofmap.list[cells]]
-        return (w * vals).sum(axis=1)
+        vals[found] = (w * g.x.array[g.function_space.dofmap.list[cells]]).sum(axis=1)
+        return found, vals
+
+    def evaluate_p1(self, k: int, points: np.ndarray, V: Any) -> np.ndarray | None:
+        """Values of frozen scalar P1 function ``k`` at the dofs of ``V`` (coordinates
+        ``points``, owned then ghost), exactly (barycentric interpolation in the frozen mesh).
+
+        Owned points are located in this rank's part (a bounding-box tree built once); the few
+        that moved into another rank's part are shared with all ranks (one allgather) and
+        evaluated where they are found (one allreduce); ghosts follow by a forward scatter.
+        ``None`` (on every rank) if some point lies in no part (then use :meth:`transfer`)."""
+        self._k = k
+        comm = self.mesh.comm
+        n = V.dofmap.index_map.size_local
+        found, vals = self._locate(points[:n])
+        if comm.size > 1:
+            missing = points[:n][~found]
+            allmiss = comm.allgather(missing)
+            counts = [len(m) for m in allmiss]
+            if sum(counts):
+                pts = np.concatenate(allmiss)
+                f2, v2 = self._locate(pts)
+                tot = np.zeros((2, len(pts)))
+                comm.Allreduce(np.stack([f2 * v2, f2.astype(float)]), tot, op=MPI.SUM)
+                start = sum(counts[: comm.rank])
+                mine = slice(start, start + counts[comm.rank])
+                hit = tot[1, mine] > 0
+                idx = np.flatnonzero(~found)
+                vals[idx[hit]] = tot[0, mine][hit] / tot[1, mine][hit]
+                found[idx[hit]] = True
+        if not comm.allreduce(bool(found.all()), op=MPI.LAND):
+            return None
+        out = dolfinx.fem.Function(V)
+        out.x.array[:n] = vals
+        out.x.scatter_forward()
+        return out.x.array.copy()
 
     def transfer(self, targets: list) -> None:
         """Interpolate each frozen function onto the corresponding target (on the moved mesh)."""

@@ -231,8 +231,8 @@ class _FieldMonitor(Monitor):
         self._cache: dict = {}
 
     def evaluate(self, V, x):
-        s = self._snap.evaluate_p1(0, x)  # fast: points in this rank's part of the frozen mesh
-        if s is None:  # some vertex moved into another rank's part: parallel interpolation
+        s = self._snap.evaluate_p1(0, x, V)  # local point location (+ the few across ranks)
+        if s is None:  # a vertex outside every part (round-off at the boundary): DOLFINx's way
             key = id(V)
             if key not in self._cache:
                 self._cache = {key: dolfinx.fem.Function(V)}
