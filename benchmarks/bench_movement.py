@@ -123,14 +123,12 @@ def reference(args) -> None:
         mover = MongeAmpereMover(mesh, RingMonitor(20, 200, 0.4), variant=variant, rtol=1e-8)
         res = mover.move()
         q = res.info["quality"]
-        extra = res.info.get("step_halvings", res.info.get("backtracks"))
         rows.append(["ring", "hybridsolve", f"{variant}, rtol 1e-8", res.iterations,
                      f"{res.time:.3f}", "", "", "", _fmt(q["weighted_volume_ratio"]),
                      _fmt(q["equidistribution_cv"], 3), q["inverted"]])
         if variant == "relaxation":
             cm = cell_metrics(mesh, mover.monitor_values, space=mover.space)
             pics.append(("ring alpha 20, beta 200, r 0.4", before, gather_cells(mesh, cm["equidistribution"])))
-        del extra
     if comm.rank == 0:
         for k, (title, b, (after, vals)) in enumerate(pics):
             plot_meshes([("uniform 20 x 20", b, None), (f"moved: {title}", after, vals)],

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_convergence", "plot_tuning"]
+__all__ = ["plot_convergence", "plot_tuning", "plot_meshes"]
 
 
 def plot_convergence(results: Sequence, path: str | Path, title: str = "",
@@ -68,6 +68,53 @@ def plot_tuning(costs: np.ndarray, values: np.ndarray, path: str | Path, *,
     a2.grid(True, alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_meshes(panels: list, path: str | Path, *, label: str = "", title: str = "",
+                log: bool = False) -> Path | None:
+    """Side-by-side 2-D meshes coloured by a per-cell value; ``panels`` is a list of
+    ``(title, polygons (n, 3, 2), values or None)`` from
+    :func:`hybridsolve.movement.gather_cells`. Call on rank 0 (the others hold no polygons)."""
+    if panels is None or any(p[1] is None for p in panels):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import LogNorm, Normalize
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    k = len(panels)
+    fig, axes = plt.subplots(1, k, figsize=(4.6 * k + 0.6, 4.4), dpi=120, squeeze=False)
+    vals = [np.asarray(v) for _, _, v in panels if v is not None]
+    norm = None
+    if vals:
+        lo = min(float(v.min()) for v in vals)
+        hi = max(float(v.max()) for v in vals)
+        norm = LogNorm(max(lo, 1e-12), max(hi, lo * 1.0001)) if log and lo > 0 else Normalize(lo, hi)
+    coll = None
+    for ax, (name, polys, v) in zip(axes[0], panels):
+        if polys.shape[-1] != 2:
+            ax.text(0.5, 0.5, "3-D mesh: see the XDMF file", ha="center")
+            continue
+        coll = PolyCollection(polys, array=None if v is None else np.asarray(v), cmap="viridis",
+                              norm=norm, edgecolors="k", linewidths=0.15,
+                              facecolors="none" if v is None else None)
+        ax.add_collection(coll)
+        ax.autoscale_view()
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if coll is not None and vals:
+        fig.colorbar(coll, ax=axes[0].tolist(), shrink=0.85, label=label)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.savefig(path)
     plt.close(fig)
     return path

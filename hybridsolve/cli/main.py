@@ -512,7 +512,7 @@ def _monitor_from_args(args: argparse.Namespace):
 def cmd_move(args: argparse.Namespace, comm) -> int:
     """Move one mesh by a monitor and report/write the result."""
     from hybridsolve.movement import MongeAmpereMover, gather_cells, plot_meshes, write_mesh
-    from hybridsolve.movement.quality import cell_metrics, mesh_quality
+    from hybridsolve.movement import cell_metrics, mesh_quality
     from hybridsolve.options import unused_options
     from hybridsolve.parallel import print0
 
@@ -539,7 +539,6 @@ def cmd_move(args: argparse.Namespace, comm) -> int:
         mesh = gmsh_domain(comm, args.domain, args.n)
     monitor = _monitor_from_args(args)
     before = gather_cells(mesh)[0]
-    q0 = None
     mover = MongeAmpereMover(mesh, monitor, variant=args.variant, rtol=args.rtol,
                              max_it=args.max_it, pinned=True if args.pinned == "all" else None)
     q0 = mesh_quality(mesh, mover.evaluate_monitor(monitor, mover.xi), space=mover.space,

@@ -16,7 +16,7 @@ Boundary handling (no motion normal to the boundary, slip along straight segment
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -26,7 +26,7 @@ import ufl  # noqa: E402
 
 __all__ = ["Monitor", "ConstantMonitor", "BallMonitor", "RingMonitor", "CallableMonitor",
            "GradientMonitor", "HessianMonitor", "as_monitor", "recover_gradient",
-           "recover_hessian", "check_monitor_values"]
+           "recover_hessian", "check_monitor_values", "lumped_mass"]
 
 
 def check_monitor_values(values: Any, n: int, comm: Any, name: str = "monitor") -> np.ndarray:
@@ -114,33 +114,35 @@ class ConstantMonitor(Monitor):
 class RingMonitor(Monitor):
     """m = 1 + alpha / cosh^2(beta (|x - c|^2 - r^2)): refines a ring of radius r (movement's demo)."""
 
+    kind = "ring"
+
     def __init__(self, alpha: float = 20.0, beta: float = 200.0, radius: float = 0.4,
                  center: Any = (0.5, 0.5)) -> None:
         self.alpha, self.beta, self.radius = float(alpha), float(beta), float(radius)
         self.center = np.asarray(center, dtype=float)
-        self.name = f"ring(alpha={alpha:g}, beta={beta:g}, r={radius:g})"
+        self.name = f"{self.kind}(alpha={alpha:g}, beta={beta:g}, r={radius:g})"
+
+    def _distance(self, r2: np.ndarray) -> np.ndarray:
+        return r2 - self.radius**2
 
     def evaluate(self, V, x):
         c = self.center[: x.shape[1]]
         r2 = ((x - c) ** 2).sum(axis=1)
-        arg = np.clip(self.beta * (r2 - self.radius**2), -300, 300)
+        arg = np.clip(self.beta * self._distance(r2), -300, 300)
         return 1.0 + self.alpha / np.cosh(arg) ** 2
 
 
-class BallMonitor(Monitor):
-    """m = 1 + alpha / cosh^2(beta (|x - c|^2 - r^2)) for |x-c| > r, 1 + alpha inside: a refined disc."""
+class BallMonitor(RingMonitor):
+    """The ring's profile outside radius r, 1 + alpha inside it: a refined disc."""
+
+    kind = "ball"
 
     def __init__(self, alpha: float = 10.0, beta: float = 200.0, radius: float = 0.2,
                  center: Any = (0.5, 0.5)) -> None:
-        self.alpha, self.beta, self.radius = float(alpha), float(beta), float(radius)
-        self.center = np.asarray(center, dtype=float)
-        self.name = f"ball(alpha={alpha:g}, r={radius:g})"
+        super().__init__(alpha, beta, radius, center)
 
-    def evaluate(self, V, x):
-        c = self.center[: x.shape[1]]
-        r2 = ((x - c) ** 2).sum(axis=1)
-        arg = np.clip(self.beta * np.maximum(r2 - self.radius**2, 0.0), -300, 300)
-        return 1.0 + self.alpha / np.cosh(arg) ** 2
+    def _distance(self, r2: np.ndarray) -> np.ndarray:
+        return np.maximum(r2 - self.radius**2, 0.0)
 
 
 class CallableMonitor(Monitor):
@@ -176,7 +178,8 @@ def _lumped_project(form_vec: Any, mass: np.ndarray, bs: int) -> np.ndarray:
     return arr
 
 
-def _lumped_mass(V: Any) -> np.ndarray:
+def lumped_mass(V: Any) -> np.ndarray:
+    """Row sums of the P1 mass matrix (owned and ghost entries), the lumped mass."""
     v = ufl.TestFunction(V)
     b = dolfinx.fem.assemble_vector(dolfinx.fem.form(v * ufl.dx))
     b.scatter_reverse(dolfinx.la.InsertMode.add)
@@ -184,13 +187,12 @@ def _lumped_mass(V: Any) -> np.ndarray:
     return b.array.copy()
 
 
-def recover_gradient(u: Any) -> Any:
+def recover_gradient(u: Any, _ml: np.ndarray | None = None) -> Any:
     """P1 vector recovery of grad(u) by a mass-lumped L2 projection (a Clement-type average)."""
     mesh = u.function_space.mesh
     d = mesh.geometry.dim
-    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    ml = lumped_mass(dolfinx.fem.functionspace(mesh, ("Lagrange", 1))) if _ml is None else _ml
     W = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (d,)))
-    ml = _lumped_mass(V)
     w = ufl.TestFunction(W)
     b = dolfinx.fem.assemble_vector(dolfinx.fem.form(ufl.inner(w, ufl.grad(u)) * ufl.dx))
     g = dolfinx.fem.Function(W, name="grad")
@@ -201,12 +203,11 @@ def recover_gradient(u: Any) -> Any:
 def recover_hessian(u: Any) -> Any:
     """P1 tensor recovery of the Hessian of u: the recovered gradient, differentiated and
     projected again (double L2 projection, mass-lumped)."""
-    g = recover_gradient(u)
     mesh = u.function_space.mesh
     d = mesh.geometry.dim
-    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    ml = lumped_mass(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
+    g = recover_gradient(u, ml)
     T = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (d, d)))
-    ml = _lumped_mass(V)
     t = ufl.TestFunction(T)
     b = dolfinx.fem.assemble_vector(dolfinx.fem.form(ufl.inner(t, ufl.grad(g)) * ufl.dx))
     H = dolfinx.fem.Function(T, name="hessian")

@@ -26,7 +26,7 @@ import numpy as np
 
 from hybridsolve.errors import InputError, SolverError
 from hybridsolve.movement.geometry import Snapshot, VertexSpace, count_inverted, signed_volumes
-from hybridsolve.movement.monitors import Monitor, as_monitor, check_monitor_values
+from hybridsolve.movement.monitors import Monitor, as_monitor, check_monitor_values, lumped_mass
 from hybridsolve.options import check_prefix, defaults_under_prefix
 from hybridsolve.parallel import print0
 from hybridsolve.solvers.result import SolveResult
@@ -114,12 +114,15 @@ class Mover:
         vals = check_monitor_values(vals, sp.n_dofs, self.comm, name=f"monitor {monitor.name}")
         return sp.forward(vals)
 
+    def count_inverted(self, x: np.ndarray) -> int:
+        """Number of cells (global) that vertex coordinates ``x`` (dof order) would invert."""
+        coords = self.mesh.geometry.x[:, : self.d].copy()
+        coords[self.space.node_of_dof] = x
+        return count_inverted(self.mesh, self.ref_sign, coords)
+
     def check_tangling(self, x: np.ndarray, it: int) -> None:
         """Raise :class:`MeshTanglingError` if coordinates ``x`` invert any cell."""
-        sp = self.space
-        coords = self.mesh.geometry.x[:, : self.d].copy()
-        coords[sp.node_of_dof] = x
-        bad = count_inverted(self.mesh, self.ref_sign, coords)
+        bad = self.count_inverted(x)
         if bad:
             raise MeshTanglingError(f"{type(self).__name__}: iteration {it} would invert {bad} "
                                     "cells; the mesh was left unchanged (try a smoother monitor, "
@@ -254,7 +257,7 @@ class MongeAmpereMover(Mover):
         n = ufl.FacetNormal(mesh)
         I = ufl.Identity(d)
         dx, ds = ufl.dx, ufl.ds
-        self._ml = self._assemble_p1(dolfinx.fem.form(v * dx), 1)[:, 0].copy()
+        self._ml = lumped_mass(V)
         self.volume = self.comm.allreduce(
             dolfinx.fem.assemble_scalar(dolfinx.fem.form(dolfinx.fem.Constant(mesh, 1.0) * dx)),
             op=MPI.SUM)
@@ -270,27 +273,15 @@ class MongeAmpereMover(Mover):
         ns = PETSc.NullSpace().create(constant=True, comm=self.comm)
         A.setNullSpace(ns)
         self.A, self._ns = A, ns
-        ksp = PETSc.KSP().create(self.comm)
-        ksp.setOperators(A)
-        ksp.setOptionsPrefix(self.prefix)
-        with defaults_under_prefix(self.prefix, {"ksp_type": "cg", "pc_type": "gamg",
-                                                 "ksp_rtol": ksp_rtol, "ksp_max_it": 500}):
-            ksp.setFromOptions()
-            ksp.setUp()
-        self.ksp = ksp
+        self.ksp = self._make_ksp(A, "", {"ksp_type": "cg", "pc_type": "gamg",
+                                          "ksp_rtol": ksp_rtol, "ksp_max_it": 500})
         self.b = A.createVecLeft()
         # consistent tensor mass matrix for the Hessian (a lumped one makes the relaxation
         # unstable near the boundary: measured, tangles the ring case at iteration 7)
         M = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(
             ufl.inner(ufl.TrialFunction(self.Vt), tau) * dx))
         M.assemble()
-        kh = PETSc.KSP().create(self.comm)
-        kh.setOperators(M)
-        kh.setOptionsPrefix(self.prefix + "hessian_")
-        with defaults_under_prefix(self.prefix + "hessian_", {"ksp_type": "cg", "pc_type": "jacobi",
-                                                              "ksp_rtol": 1e-12}):
-            kh.setFromOptions()
-            kh.setUp()
+        kh = self._make_ksp(M, "hessian_", {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12})
         self.M_H, self.ksp_H = M, kh
         self.b_H = dolfinx.fem.petsc.create_vector(self.Vt)  # ghosted: assembly writes ghosts
         self._build_gradient_projection(w)
@@ -326,13 +317,7 @@ class MongeAmpereMover(Mover):
         C.assemble()
         K = M.PtAP(P)
         K.axpy(1.0, C, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
-        kg = PETSc.KSP().create(self.comm)
-        kg.setOperators(K)
-        kg.setOptionsPrefix(self.prefix + "gradient_")
-        with defaults_under_prefix(self.prefix + "gradient_", {"ksp_type": "cg", "pc_type": "jacobi",
-                                                               "ksp_rtol": 1e-12}):
-            kg.setFromOptions()
-            kg.setUp()
+        kg = self._make_ksp(K, "gradient_", {"ksp_type": "cg", "pc_type": "jacobi", "ksp_rtol": 1e-12})
         self.ksp_g, self.K_g, self._Pg = kg, K, P
         self.b_g = dolfinx.fem.petsc.create_vector(self.Vv)
         self.grad = dolfinx.fem.Function(self.Vv, name="grad_phi")
@@ -342,6 +327,20 @@ class MongeAmpereMover(Mover):
 
     def _restore_state(self, state: Any) -> None:  # the warm start of the next move stays valid
         self.phi.x.array[:], self.H.x.array[:] = state
+
+    def _make_ksp(self, op: Any, suffix: str, defaults: dict, pc_context: Any = None) -> Any:
+        """A KSP on ``op`` under ``{prefix}{suffix}`` with code defaults the command line can
+        override (a python PC context, when given, replaces the PC after the options are read)."""
+        ksp = PETSc.KSP().create(self.comm)
+        ksp.setOperators(op)
+        ksp.setOptionsPrefix(self.prefix + suffix)
+        with defaults_under_prefix(self.prefix + suffix, defaults):
+            ksp.setFromOptions()
+            if pc_context is not None:
+                ksp.getPC().setType("python")
+                ksp.getPC().setPythonContext(pc_context)
+            ksp.setUp()
+        return ksp
 
     def _assemble_p1(self, form: Any, bs: int) -> np.ndarray:
         vec = dolfinx.fem.assemble_vector(form)
@@ -429,7 +428,7 @@ class MongeAmpereMover(Mover):
         while True:
             sp.set_coords(self.xi)
             x = self._coords_from_phi()
-            tangled = self._inverted(x)
+            tangled = self.count_inverted(x) > 0
             if tangled and phi_prev is not None and halvings < self.max_halvings:
                 # the step was too long: go back and take half of it
                 self.phi.x.array[:] = phi_prev
@@ -477,12 +476,6 @@ class MongeAmpereMover(Mover):
         x = self._coords_from_phi()
         return x, it, reason, hist, {"inner_iterations": self._inner_its, "step_halvings": halvings,
                                      "pseudo_dt": self.pseudo_dt, "rtol": self.rtol}
-
-    def _inverted(self, x: np.ndarray) -> bool:
-        sp = self.space
-        coords = self.mesh.geometry.x[:, : self.d].copy()
-        coords[sp.node_of_dof] = x
-        return count_inverted(self.mesh, self.ref_sign, coords) > 0
 
     # -- Newton ---------------------------------------------------------------------------------
     def _build_newton(self) -> None:
@@ -545,16 +538,8 @@ class MongeAmpereMover(Mover):
         J = PETSc.Mat().createPython(((nloc, nglob), (nloc, nglob)), _J(), comm=self.comm)
         J.setUp()
         J.setNullSpace(self._ns)
-        kn = PETSc.KSP().create(self.comm)
-        kn.setOperators(J)
-        kn.setOptionsPrefix(self.prefix + "newton_")
-        with defaults_under_prefix(self.prefix + "newton_", {"ksp_type": "gmres", "ksp_rtol": 1e-4,
-                                                             "ksp_max_it": 200,
-                                                             "ksp_gmres_restart": 200}):
-            kn.setFromOptions()
-        kn.getPC().setType("python")
-        kn.getPC().setPythonContext(_PC())
-        kn.setUp()
+        kn = self._make_ksp(J, "newton_", {"ksp_type": "gmres", "ksp_rtol": 1e-4, "ksp_max_it": 200,
+                                           "ksp_gmres_restart": 200}, pc_context=_PC())
         self.ksp_newton, self._J = kn, J
         self._pc_amg = self.ksp.getPC()
         self._m_mean = 1.0
@@ -596,7 +581,7 @@ class MongeAmpereMover(Mover):
                 sp.set_coords(self.xi)
                 self._recover_hessian()
                 xt = self._coords_from_phi()
-                if self._inverted(xt):
+                if self.count_inverted(xt) > 0:
                     return None
                 res_t, r_t = self._residual(monitor, xt)
                 return res_t, r_t, xt, self.phi.x.array.copy(), self.H.x.array.copy()
@@ -643,7 +628,7 @@ class MongeAmpereMover(Mover):
                     self.phi.x.array[:] = phi0 + lam * unit
                     self._recover_hessian()
                     xt = self._coords_from_phi()
-                    if not self._inverted(xt):
+                    if not self.count_inverted(xt) > 0:
                         break
                     lam *= 0.5
                 else:

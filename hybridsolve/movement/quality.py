@@ -1,4 +1,5 @@
-"""Mesh quality after movement: metrics, a before/after picture, and XDMF output for ParaView.
+"""Mesh quality after movement: metrics, gathering cells for a picture
+(:func:`hybridsolve.plotting.plot_meshes`), and XDMF/VTX output for ParaView.
 
 Per cell K (simplex, affine): signed volume |K|, aspect ratio h_max / (c_d r_K) (1 for the
 regular simplex; c_2 = 2 sqrt 3, c_3 = 2 sqrt 6, r_K the inradius), and Huang's measures for the
@@ -24,7 +25,7 @@ import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
 import dolfinx.io  # noqa: E402
 
-__all__ = ["cell_metrics", "mesh_quality", "plot_meshes", "write_mesh", "gather_cells"]
+__all__ = ["cell_metrics", "mesh_quality", "write_mesh", "gather_cells"]
 
 _REGULAR = {
     2: np.array([[1.0, 0.5], [0.0, np.sqrt(3) / 2]]),
@@ -95,7 +96,9 @@ def cell_metrics(mesh: Any, monitor_values: np.ndarray | None = None, *,
 
 def mesh_quality(mesh: Any, monitor_values: np.ndarray | None = None, *, space: Any | None = None,
                  reference_sign: np.ndarray | None = None) -> dict:
-    """Global quality numbers (same on every rank): ``cells``, ``inverted``, ``min_jacobian``
+    """Global quality numbers (same on every rank): ``cells``, ``inverted`` (against
+    ``reference_sign``, the cells' orientation on the computational mesh; degenerate cells only
+    without it), ``min_jacobian``
     (d! min |K|), ``volume_ratio`` (max |K| / min |K|), ``aspect_ratio_max``/``_mean``,
     ``weighted_volume_ratio`` (max m_K|K| / min m_K|K|: what the ``movement`` library prints as
     "volume ratio"), ``equidistribution_cv`` (sigma/mu of m_K |K|), ``q_eq_max``/``q_eq_l2``,
@@ -103,13 +106,12 @@ def mesh_quality(mesh: Any, monitor_values: np.ndarray | None = None, *, space: 
     cm = cell_metrics(mesh, monitor_values, space=space, reference_sign=reference_sign)
     comm = mesh.comm
     vol = cm["volume"]
-    if reference_sign is None:  # signed volume against the orientation the mesh had when made
-        p = _cell_points(mesh)
-        sv = np.linalg.det(np.transpose(p[:, 1:, :] - p[:, :1, :], (0, 2, 1)))
-        inverted_local = 0 if len(sv) == 0 else int(min(np.count_nonzero(sv <= 0), np.count_nonzero(sv >= 0)))
-    else:
-        inverted_local = int(np.count_nonzero(vol <= 0))
-
+    # inverted = non-positive volume against the orientation the cells had on the computational
+    # mesh; without that reference (DOLFINx cells are not consistently oriented) only degenerate
+    # (zero-volume) cells can be counted
+    scale = float(np.abs(vol).max(initial=0.0))
+    inverted_local = int(np.count_nonzero(vol <= 0)) if reference_sign is not None else \
+        int(np.count_nonzero(np.abs(vol) <= 1e-14 * max(scale, 1e-300)))
     def red(a, op):
         return comm.allreduce(float(op(a)) if len(a) else (np.inf if op is np.min else -np.inf if op is np.max else 0.0),
                               op={np.min: MPI.MIN, np.max: MPI.MAX, np.sum: MPI.SUM}[op])
@@ -146,52 +148,6 @@ def gather_cells(mesh: Any, cell_values: np.ndarray | None = None, coords: np.nd
     P = np.concatenate([q[0] for q in parts])
     vals = None if cell_values is None else np.concatenate([q[1] for q in parts])
     return P, vals
-
-
-def plot_meshes(panels: list, path: str | Path, *, label: str = "", title: str = "",
-                log: bool = False) -> Path | None:
-    """Side-by-side 2-D meshes coloured by a per-cell value; ``panels`` is a list of
-    ``(title, polygons (n, 3, 2), values or None)`` from :func:`gather_cells`. Rank 0 draws."""
-    if panels is None or any(p[1] is None for p in panels):
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
-    from matplotlib.colors import LogNorm, Normalize
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    k = len(panels)
-    fig, axes = plt.subplots(1, k, figsize=(4.6 * k + 0.6, 4.4), dpi=120, squeeze=False)
-    vals = [np.asarray(v) for _, _, v in panels if v is not None]
-    norm = None
-    if vals:
-        lo = min(float(v.min()) for v in vals)
-        hi = max(float(v.max()) for v in vals)
-        norm = LogNorm(max(lo, 1e-12), max(hi, lo * 1.0001)) if log and lo > 0 else Normalize(lo, hi)
-    coll = None
-    for ax, (name, polys, v) in zip(axes[0], panels):
-        if polys.shape[-1] != 2:
-            ax.text(0.5, 0.5, "3-D mesh: see the XDMF file", ha="center")
-            continue
-        coll = PolyCollection(polys, array=None if v is None else np.asarray(v), cmap="viridis",
-                              norm=norm, edgecolors="k", linewidths=0.15,
-                              facecolors="none" if v is None else None)
-        ax.add_collection(coll)
-        ax.autoscale_view()
-        ax.set_aspect("equal")
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    if coll is not None and vals:
-        fig.colorbar(coll, ax=axes[0].tolist(), shrink=0.85, label=label)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def write_mesh(mesh: Any, path: str | Path, *, monitor_values: np.ndarray | None = None,
