@@ -10,30 +10,12 @@ import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError, NotSPDError, SolverError
 from hybridsolve.options import check_omega, check_prefix, defaults_under_prefix
+from hybridsolve.solvers.registry import METHODS, get_method
 from hybridsolve.solvers.result import SolveResult
 from hybridsolve.stack import MPI, PETSc
 
 __all__ = ["KrylovSolver", "solve", "reason_name", "norm_type_name", "METHODS", "method_options"]
 
-#: Methods by name: the PETSc options each one stands for (defaults: the command line wins).
-#: ``sor`` is the stationary method (Richardson + SOR); ``ssor-pcg`` is CG preconditioned by
-#: symmetric SOR. PETSc's SOR is processor-local: on several ranks it is block Jacobi between
-#: ranks with SOR inside (``-pc_sor_local_*``), so iteration counts grow with the rank count.
-#: All three test ``||b - A x|| / ||b||`` (the unpreconditioned norm), so ``rtol`` means the same.
-METHODS: dict[str, dict[str, Any]] = {
-    "pcg": {"ksp_type": "cg", "ksp_norm_type": "unpreconditioned"},
-    "sor": {"ksp_type": "richardson", "ksp_richardson_scale": 1.0, "pc_type": "sor",
-            "ksp_norm_type": "unpreconditioned"},
-    "ssor-pcg": {"ksp_type": "cg", "pc_type": "sor", "ksp_norm_type": "unpreconditioned"},
-    # Krylov recycling across a sequence (hybridsolve.recycling): keep one KrylovSolver
-    "gcrodr": {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.GCRODR"},
-    "rcg": {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG"},
-    # deep conjugate directions (hybridsolve.learned): the shipped 2-D network through TorchPC,
-    # gathered so that the directions do not depend on the rank count
-    "dcdm": {"ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
-             "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
-             "pc_torch_model": "dcdm2d", "pc_torch_mode": "gathered"},
-}
 _SOR_TYPES = {"forward": "pc_sor_local_forward", "backward": "pc_sor_local_backward",
               "symmetric": "pc_sor_local_symmetric"}
 _INDEFINITE = ("DIVERGED_INDEFINITE_MAT", "DIVERGED_INDEFINITE_PC")
@@ -41,7 +23,8 @@ _INDEFINITE = ("DIVERGED_INDEFINITE_MAT", "DIVERGED_INDEFINITE_PC")
 
 def method_options(method: str | None, *, omega: float | None = None,
                    sor_type: str | None = None) -> dict[str, Any]:
-    """The PETSc options of a named method (``pcg``, ``sor``, ``ssor-pcg``).
+    """The PETSc options of a registered method (:mod:`hybridsolve.solvers.registry`), with
+    the SOR relaxation factor and sweep for ``sor``/``ssor-pcg``.
 
     Raises:
         InputError: unknown method, omega outside (0, 2), or a non-symmetric SOR for SSOR-PCG.
@@ -49,12 +32,9 @@ def method_options(method: str | None, *, omega: float | None = None,
     if method is None:
         opts: dict[str, Any] = {}
     else:
-        key = method.lower().replace("_", "-")
-        if key not in METHODS:
-            raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)} "
-                             "(or any PETSc -ksp_type/-pc_type)")
-        opts = dict(METHODS[key])
-        method = key
+        m = get_method(method)
+        opts = m.petsc_options()
+        method = m.name
     if omega is not None:
         check_omega(omega)
         opts["pc_sor_omega"] = omega
