@@ -24,7 +24,7 @@ import scipy.sparse as sp  # noqa: E402
 from common import median_time, write_table  # noqa: E402
 from hybridsolve.kernels import csr, sor, stencil  # noqa: E402
 from hybridsolve.problems.grid import face_coefficients, stencil_rows  # noqa: E402
-from hybridsolve.problems.petsc import mat_from_local_csr  # noqa: E402
+from hybridsolve.la.petsc import mat_from_local_csr  # noqa: E402
 from hybridsolve.stack import MPI, PETSc  # noqa: E402
 
 stencil.PARALLEL_MIN = sor.PARALLEL_MIN = csr.PARALLEL_MIN = 0  # threaded kernels at every size

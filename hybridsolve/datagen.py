@@ -47,6 +47,7 @@ import numpy as np
 
 from hybridsolve import __version__
 from hybridsolve.errors import InputError, SolverError
+from hybridsolve.stack import import_h5py
 
 __all__ = ["DatagenConfig", "run", "load", "SOLVERS"]
 
@@ -251,7 +252,7 @@ def _prepare(cfg: DatagenConfig, comm) -> str | None:
 
 
 def _read_provenance(path: Path) -> dict | None:
-    import h5py
+    h5py = import_h5py()
 
     try:
         with h5py.File(path, "r") as f:
@@ -559,7 +560,7 @@ def _grid_order(coords: np.ndarray):
 def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total,
               method=None) -> dict:
     """Rank 0: one HDF5 file from the verified parts, written to a temporary name and renamed."""
-    import h5py
+    h5py = import_h5py()
 
     from hybridsolve.stack import MPI, describe
 
@@ -620,7 +621,7 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
 
 def load(path: str | os.PathLike) -> dict:
     """Read a dataset: a dict of numpy arrays plus ``provenance`` (a dict)."""
-    import h5py
+    h5py = import_h5py()
 
     with h5py.File(path, "r") as f:
         out = {k: f[k][()] for k in f.keys()}

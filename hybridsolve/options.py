@@ -11,60 +11,20 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from typing import Any, Iterator, Mapping, Sequence
 
 from hybridsolve.errors import InputError
+from hybridsolve.stack import insert_args, parse_args  # noqa: F401  (re-exported)
 
 __all__ = ["parse_args", "insert_args", "defaults_under_prefix", "unused_options", "check_prefix",
            "check_omega"]
 
-_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 # Options PETSc reads at initialisation or finalisation, never through a solver object.
 _ALWAYS_USED = {
     "options_left", "log_view", "help", "malloc_debug", "malloc_dump", "log_trace",
     "info", "on_error_abort", "no_signal_handler", "options_file", "viewer_binary_skip_info",
     "memory_view", "check_pointer_intensity", "options_view",
 }
-
-
-def _is_name(tok: str) -> bool:
-    return tok.startswith("-") and len(tok) > 1 and not _NUMBER.match(tok)
-
-
-def parse_args(argv: Sequence[str]) -> list[tuple[str, str | None]]:
-    """Split PETSc command-line tokens into (name, value) pairs, names without the dash.
-
-    ``["-ksp_rtol", "1e-8", "-ksp_monitor", "-x", "-1"]`` gives
-    ``[("ksp_rtol", "1e-8"), ("ksp_monitor", None), ("x", "-1")]``.
-
-    Raises:
-        InputError: for a token that is neither an option name nor follows one.
-    """
-    out: list[tuple[str, str | None]] = []
-    i = 0
-    argv = list(argv)
-    while i < len(argv):
-        tok = argv[i]
-        if not _is_name(tok):
-            raise InputError(f"unexpected argument {tok!r}: PETSc options look like -name [value]")
-        name = tok.lstrip("-")
-        if i + 1 < len(argv) and not _is_name(argv[i + 1]):
-            out.append((name, argv[i + 1]))
-            i += 2
-        else:
-            out.append((name, None))
-            i += 1
-    return out
-
-
-def insert_args(argv: Sequence[str]) -> None:
-    """Insert command-line style options into PETSc's database (when PETSc is already running)."""
-    from hybridsolve.stack import PETSc
-
-    opts = PETSc.Options()
-    for name, value in parse_args(argv):
-        opts.setValue(name, "" if value is None else value)
 
 
 def check_prefix(prefix: str | None) -> str:

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from conftest import assert_all, relative
 from hybridsolve import KrylovSolver, get_family
 from hybridsolve.errors import InputError
-from hybridsolve.problems.petsc import mat_from_local_csr, ownership_range, vec_from_local
+from hybridsolve.la.petsc import mat_from_local_csr, ownership_range, vec_from_local
 from hybridsolve.recycling import sorting
 from hybridsolve.stack import MPI, PETSc
 

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from hybridsolve.errors import InputError
+from hybridsolve.la.petsc import mat_from_local_csr, ownership_range
 from hybridsolve.stack import MPI, PETSc
 
 __all__ = ["StencilOperator", "create_stencil_mat", "slab_range"]
@@ -31,8 +32,6 @@ _SOR = {"FORWARD": 1, "BACKWARD": 2, "LOCAL_FORWARD": 4, "LOCAL_BACKWARD": 8,
 
 def slab_range(comm: MPI.Comm, n0: int) -> tuple[int, int]:
     """The planes ``[p0, p1)`` along axis 0 this rank owns (PETSc's split of ``n0`` planes)."""
-    from hybridsolve.problems.petsc import ownership_range
-
     return ownership_range(comm, n0)
 
 
@@ -164,7 +163,6 @@ class StencilOperator:
     def assembled(self) -> PETSc.Mat:
         """The same operator as an AIJ matrix with the same row layout (for checks, GAMG)."""
         from hybridsolve.problems.grid import stencil_csr
-        from hybridsolve.problems.petsc import mat_from_local_csr
 
         n = int(np.prod(self.shape))
         r0, r1 = self.p0 * self.plane, self.p1 * self.plane

@@ -49,19 +49,19 @@ class LinearSystem:
 
     def gather(self, vec) -> np.ndarray:
         """The global vector as a numpy array in canonical order, on every rank."""
-        from hybridsolve.problems.petsc import gather_canonical
+        from hybridsolve.la.petsc import gather_canonical
 
         return gather_canonical(vec, self.canonical, self.size)
 
     def coordinates(self) -> np.ndarray:
         """Coordinates of all unknowns in canonical order, shape ``(n, dim)``, on every rank."""
-        from hybridsolve.problems.petsc import gather_rows_canonical
+        from hybridsolve.la.petsc import gather_rows_canonical
 
         return gather_rows_canonical(self.comm, self.local_coordinates, self.canonical, self.size)
 
     def to_scipy(self):
         """``(A, b)`` as a SciPy CSR matrix and numpy array in canonical order, on every rank."""
-        from hybridsolve.problems.petsc import gather_csr_canonical
+        from hybridsolve.la.petsc import gather_csr_canonical
 
         return gather_csr_canonical(self.A, self.canonical), self.gather(self.b)
 

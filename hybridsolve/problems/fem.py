@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order: MPI, dolfinx_solver, PETSc)
+from hybridsolve.la.petsc import assemble_ghosts
 
 import dolfinx  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402
@@ -182,7 +183,7 @@ class P1Problem:
 
         b = fp.assemble_vector(self.L)
         fp.apply_lifting(b, [self.a], bcs=[self.bcs])
-        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        assemble_ghosts(b)
         fp.set_bc(b, self.bcs)
         return b
 

@@ -155,7 +155,8 @@ class Heat(ProblemFamily):
         return self.opts["amplitude"] * bump(X, Y, cx, cy, self.opts["width"])
 
     def build(self, params, comm, index, previous=None) -> LinearSystem:
-        from hybridsolve.problems.petsc import grid_system, ownership_range, vec_from_local
+        from hybridsolve.la.petsc import ownership_range, vec_from_local
+        from hybridsolve.problems.petsc import grid_system
 
         dt = self.opts["dt"]
         t_next, kappa = params

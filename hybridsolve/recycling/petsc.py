@@ -12,173 +12,95 @@ between solves (the sequence of related systems of SKR): for each new operator t
 (or ``KrylovSolver(method="gcrodr")`` / ``method="rcg"``). Monitors (``-ksp_monitor``),
 ``-ksp_converged_reason``, ``-ksp_view`` and the convergence history work as for PETSc's own KSPs.
 
-Bases are stored as blocks (:class:`_Block`): one ``(rows, n_local)`` array whose rows PETSc sees
-as Vecs, so that the dense work of recycling (Gram matrices, new bases as linear combinations of
-old ones) is one BLAS call per block instead of one Vec operation per vector.
+Both are :class:`~hybridsolve.solvers.base.PythonKSP` subclasses: the recycle space survives
+``KSPSetFromOptions`` (a driver that calls ``ksp.setFromOptions()`` before each solve, DOLFINx's
+``LinearProblem``), counters reach ``SolveResult.info`` and ``-ksp_view``, and the phases
+(orthogonalisation, recycle update, operator update) are ``-log_view`` events.
+
+Bases are stored as blocks (:class:`~hybridsolve.la.petsc.MultiVec`): one ``(rows, n_local)``
+array whose rows PETSc sees as Vecs, so that the dense work of recycling (Gram matrices, new
+bases as linear combinations of old ones) is one BLAS call per block instead of one Vec
+operation per vector.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import scipy.linalg as sla
 
-from hybridsolve.errors import InputError
-from hybridsolve.solvers.petsc import operator_key
+from hybridsolve.errors import InputError, NotSPDError
+from hybridsolve.la.petsc import MultiVec, combine
+from hybridsolve.solvers.base import PythonKSP
 from hybridsolve.stack import PETSc
 
 __all__ = ["GCRODR", "RecyclingCG"]
 
 
-class _Block:
-    """``rows`` distributed vectors stored as one C-contiguous ``(rows, n_local)`` array, with a
-    PETSc Vec wrapping each row (no copies)."""
-
-    def __init__(self, like: PETSc.Vec, rows: int) -> None:
-        r0, r1 = like.getOwnershipRange()
-        self.comm = like.getComm()
-        self.n = like.getSize()
-        self.data = np.zeros((rows, r1 - r0), dtype=PETSc.ScalarType)
-        self.vecs = [PETSc.Vec().createWithArray(self.data[i], size=(r1 - r0, self.n),
-                                                 comm=self.comm) for i in range(rows)]
-
-    def __len__(self) -> int:
-        return len(self.vecs)
-
-    def allreduce(self, local: np.ndarray) -> np.ndarray:
-        if self.comm.getSize() == 1:
-            return local
-        return self.comm.tompi4py().allreduce(local)
-
-    def dot(self, rows: slice, v: PETSc.Vec) -> np.ndarray:
-        """``block[rows] @ v`` (one entry per row), summed over ranks."""
-        return self.allreduce(self.data[rows] @ v.getArray(readonly=True))
-
-    def gram(self, other: "_Block", rows_self=slice(None), rows_other=slice(None)) -> np.ndarray:
-        """``self[rows] other[rows]^T``, summed over ranks."""
-        return self.allreduce(self.data[rows_self] @ other.data[rows_other].T)
-
-    def destroy(self) -> None:
-        for v in self.vecs:
-            v.destroy()
-        self.vecs = []
-
-
-def _combine(like: PETSc.Vec, parts: list[tuple[np.ndarray, np.ndarray]],
-             out: "_Block | None" = None) -> _Block:
-    """A block whose rows are ``sum_p coeff_p^T data_p`` (``coeff_p``: rows_p x new), written
-    into ``out`` when it has the right shape (no new Vec wrappers), else into a new block."""
-    new = parts[0][0].shape[1]
-    if out is None or len(out) != new or out.n != like.getSize():
-        if out is not None:
-            out.destroy()
-        out = _Block(like, new)
-    first = True
-    for coeff, data in parts:
-        if not coeff.size:
-            continue
-        cT = np.ascontiguousarray(coeff.T)
-        if first:
-            np.matmul(cT, data, out=out.data)
-            first = False
-        else:
-            out.data += cT @ data
-    if first:
-        out.data[...] = 0.0
-    for v in out.vecs:
-        v.stateIncrease()
-    return out
-
-
-class _RecyclingKSP:
-    """Shared plumbing: convergence bookkeeping, work vectors, recycle-space adaptation."""
-
-    name = "recycling"
+class _RecyclingKSP(PythonKSP):
+    """What both recycling KSPs share: the recycle space ``U`` with ``AU = A U`` for the current
+    operator, its spare blocks, and work blocks allocated once per vector size."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.k = 20
-        self.U: _Block | None = None     # recycle space (solution space)
-        self.AU: _Block | None = None    # A U for the operator in self._key
-        self._key = None
+        self.U: MultiVec | None = None     # recycle space (solution space)
+        self.AU: MultiVec | None = None    # A U for the current operator
+        self._spareU = self._spareC = None
+        self._work: dict[str, MultiVec] = {}
         self.stats = {"solves": 0, "recycled_solves": 0, "iterations": 0}
 
-    def reset(self, ksp=None) -> None:
-        for blk in (self.U, self.AU, getattr(self, "_spareU", None), getattr(self, "_spareC", None)):
+    def forget(self) -> None:
+        super().forget()
+        for blk in (self.U, self.AU, self._spareU, self._spareC):
             if blk is not None:
                 blk.destroy()
         self.U = self.AU = self._spareU = self._spareC = None
-        self._key = None
 
-    def _replace_space(self, newU: _Block, newC: _Block) -> None:
+    def _replace_space(self, newU: MultiVec, newC: MultiVec) -> None:
         """Install a new (U, A U) pair; the old blocks become the spares the next update
         writes into, so no Vec wrappers are created in the steady state."""
         oldU, oldC = self.U, self.AU
         self.U, self.AU = newU, newC
         self._spareU, self._spareC = oldU, oldC
 
-    def destroy(self, ksp=None) -> None:
-        self.reset()
-        for blk in getattr(self, "_work", {}).values():
-            blk.destroy()
-        self._work = {}
-
-    def work(self, name: str, like: PETSc.Vec, rows: int) -> _Block:
+    def work(self, name: str, like: PETSc.Vec, rows: int) -> MultiVec:
         """A work block allocated once per KSP and vector size."""
-        if not hasattr(self, "_work"):
-            self._work = {}
         blk = self._work.get(name)
         if blk is None or len(blk) < rows or blk.n != like.getSize():
             if blk is not None:
                 blk.destroy()
-            blk = self._work[name] = _Block(like, rows)
+            blk = self._work[name] = MultiVec(like, rows)
         return blk
 
     @property
     def size(self) -> int:
         return 0 if self.U is None else len(self.U)
 
-    def _begin(self, ksp, b, x):
-        A, _ = ksp.getOperators()
+    def initialize(self, ksp, A) -> None:
+        self._check_size(A)
+
+    def update(self, ksp, A) -> None:
+        """A new operator: ``AU = A U`` (k products)."""
+        self._check_size(A)
+        if not self.size:
+            return
+        if self.AU is None or len(self.AU) != len(self.U):
+            if self.AU is not None:
+                self.AU.destroy()
+            self.AU = MultiVec(self.U.vecs[0], len(self.U))
+        for u, au in zip(self.U.vecs, self.AU.vecs):
+            A.mult(u, au)
+
+    def _check_size(self, A) -> None:
         n = A.getSize()[0]
         if self.U is not None and self.U.n != n:
-            raise InputError(f"{self.name}: the operator's size changed from {self.U.n} to {n} "
-                             "inside a sequence; call ksp.reset() (or use a new KSP)")
-        if not ksp.getInitialGuessNonzero():
-            x.set(0.0)
-        r = b.duplicate()
-        A.mult(x, r)
-        r.aypx(-1.0, b)
-        self.stats["solves"] += 1
-        return A, r
+            raise InputError(f"the operator's size changed from {self.U.n} to {n} inside a "
+                             "sequence; call ksp.reset() (or use a new KSP)")
 
-    def _log(self, ksp, its: int, rnorm: float) -> int:
-        ksp.setIterationNumber(its)
-        ksp.setResidualNorm(rnorm)
-        ksp.logConvergenceHistory(rnorm)
-        ksp.monitor(its, rnorm)
-        return int(ksp.callConvergenceTest(its, rnorm))
-
-    def _apply_to_space(self, A) -> bool:
-        """``AU = A U`` for the current operator (k products); False when nothing to recycle."""
-        if self.U is None or not len(self.U):
-            return False
-        key = operator_key(A)
-        if key != self._key:
-            if self.AU is None or len(self.AU) != len(self.U):
-                if self.AU is not None:
-                    self.AU.destroy()
-                self.AU = _Block(self.U.vecs[0], len(self.U))
-            for u, au in zip(self.U.vecs, self.AU.vecs):
-                A.mult(u, au)
-            self._key = key
-        return True
-
-    def _finish(self, ksp, its, rnorm, reason) -> None:
-        ksp.setIterationNumber(its)
-        ksp.setResidualNorm(rnorm)
-        ksp.setConvergedReason(reason)
-        self.stats["iterations"] += its
+    def solve_info(self) -> dict:
+        info = super().solve_info()
+        info["space"] = self.size
+        return info
 
 
 class GCRODR(_RecyclingKSP):
@@ -197,34 +119,35 @@ class GCRODR(_RecyclingKSP):
     """
 
     name = "GCRO-DR"
+    options_key = "gcrodr"
+    info_key = "gcrodr"
 
     def __init__(self) -> None:
         super().__init__()
         self.m = 40
 
-    # -- PETSc hooks -------------------------------------------------------------------
-    def setFromOptions(self, ksp) -> None:
-        opts = PETSc.Options(ksp.getOptionsPrefix())
-        self.m = opts.getInt("ksp_gcrodr_m", self.m)
-        self.k = opts.getInt("ksp_gcrodr_k", self.k)
+    # -- configuration -------------------------------------------------------------------
+    def configure(self) -> None:
+        self.m = self.option("m", self.m)
+        self.k = self.option("k", self.k)
         self.check()
 
     def check(self) -> None:
         if self.m < 2:
-            raise InputError(f"GCRO-DR: restart m={self.m} must be at least 2")
+            raise InputError(f"restart m={self.m} must be at least 2 (-ksp_gcrodr_m)")
         if not 1 <= self.k < self.m:
-            raise InputError(f"GCRO-DR: recycle size k={self.k} must satisfy 1 <= k < m={self.m}")
+            raise InputError(f"recycle size k={self.k} must satisfy 1 <= k < m={self.m} "
+                             "(-ksp_gcrodr_k)")
 
-    def setUp(self, ksp) -> None:
+    def setup(self, ksp) -> None:
         self.check()
         ksp.setPCSide(PETSc.PC.Side.RIGHT)
         ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
 
-    def view(self, ksp, viewer) -> None:
-        viewer.printfASCII(f"  GCRO-DR(m={self.m}, k={self.k}): flexible right preconditioning, "
-                           f"true residual norm; recycle space of {self.size} vectors; "
-                           f"{self.stats['recycled_solves']} of {self.stats['solves']} solves "
-                           "started from a recycled space\n")
+    def describe(self) -> str:
+        return (f"GCRO-DR(m={self.m}, k={self.k}): flexible right preconditioning, true residual "
+                f"norm; recycle space of {self.size} vectors; {self.stats['recycled_solves']} of "
+                f"{self.stats['solves']} solves started from a recycled space")
 
     # -- the method ------------------------------------------------------------------------
     def _orthonormalise_C(self) -> None:
@@ -233,12 +156,12 @@ class GCRODR(_RecyclingKSP):
         keep = np.abs(np.diag(R)) > 1e-12 * max(np.abs(np.diag(R)).max(), 1e-300)
         Rinv = np.linalg.inv(R[np.ix_(keep, keep)])
         like = self.U.vecs[0]
-        newU = _combine(like, [(Rinv, self.U.data[keep])], getattr(self, "_spareU", None))
-        newC = _combine(like, [(np.eye(int(keep.sum())), Q[keep])], getattr(self, "_spareC", None))
+        newU = combine(like, [(Rinv, self.U.data[keep])], self._spareU)
+        newC = combine(like, [(np.eye(int(keep.sum())), Q[keep])], self._spareC)
         self._replace_space(newU, newC)
 
     @staticmethod
-    def _block_qr(blk: _Block):
+    def _block_qr(blk: MultiVec):
         """Cholesky-QR2 of a block: returns (Q rows, R) with blk = R^T Q (row convention)."""
         data = blk.data
         R = np.eye(len(blk))
@@ -255,21 +178,22 @@ class GCRODR(_RecyclingKSP):
             R = L.T @ R
         return Q, R
 
-    def solve(self, ksp, b, x) -> None:
-        A, r = self._begin(ksp, b, x)
+    def run(self, ksp, b, x):
+        A, _ = ksp.getOperators()
+        r = self.residual(ksp, b, x)
         pc = ksp.getPC()
         rtol, atol, dtol, maxit = ksp.getTolerances()
         rnorm = r.norm()
         its = 0
-        reason = self._log(ksp, its, rnorm)
-        if reason == 0 and self._apply_to_space(A):
-            self._orthonormalise_C()
-            self._key = operator_key(A)
+        reason = self.record(ksp, its, rnorm)
+        if reason == 0 and self.size:
+            with self.event("recycle update"):
+                self._orthonormalise_C()
             c = self.AU.dot(slice(None), r)          # x += U C^T r, r -= C C^T r
             x.maxpy(c, self.U.vecs)
             r.maxpy(-c, self.AU.vecs)
             rnorm = r.norm()
-            self.stats["recycled_solves"] += 1
+            self.count("recycled_solves")
         while reason == 0:
             kc = self.size
             steps = min(self.m - kc, maxit - its)
@@ -277,15 +201,15 @@ class GCRODR(_RecyclingKSP):
                 reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
                 break
             its, reason = self._cycle(ksp, A, pc, x, r, rnorm, kc, steps, its, maxit)
-            self._key = operator_key(A)  # the new C was built with this operator
             A.mult(x, r)                         # the true residual after every cycle
             r.aypx(-1.0, b)
             rnorm = r.norm()
-            reason = int(ksp.callConvergenceTest(its, rnorm))
+            reason = int(ksp.callConvergenceTest(its, rnorm)) if np.isfinite(rnorm) else \
+                int(PETSc.KSP.ConvergedReason.DIVERGED_NANORINF)
             if reason == 0 and its >= maxit:
                 reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
-        self._finish(ksp, its, rnorm, reason)
         r.destroy()
+        return its, rnorm, reason
 
     def _cycle(self, ksp, A, pc, x, r, rnorm, kc, steps, its, maxit):
         """``steps`` Arnoldi steps on (I - C C^T) A M^-1, then the updates of x and of the space.
@@ -310,6 +234,8 @@ class GCRODR(_RecyclingKSP):
             z, w = Z[j], V[j + 1]
             pc.apply(V[j], z)
             A.mult(z, w)
+            orth = self.event("orthogonalisation")
+            orth.begin()
             # classical Gram-Schmidt against [C, V_j] on the block arrays (BLAS GEMVs, one
             # reduction per pass), repeated only when it cancelled most of w (DGKS criterion)
             wa = Vb.data[j + 1]
@@ -333,6 +259,7 @@ class GCRODR(_RecyclingKSP):
             if nrm > 0:
                 wa *= 1.0 / nrm
             w.stateIncrease()  # the array changed behind PETSc's back: no stale cached norms
+            orth.end()
             j_done = j + 1
             col = H[: j + 2, j].copy()
             for i in range(j):
@@ -344,7 +271,7 @@ class GCRODR(_RecyclingKSP):
             g[j + 1] = -sn[j] * g[j]
             g[j] = cs[j] * g[j]
             its += 1
-            reason = self._log(ksp, its, abs(g[j + 1]))
+            reason = self.record(ksp, its, abs(g[j + 1]))
             if reason != 0 or its >= maxit or H[j + 1, j] == 0.0:
                 break
         Hj = H[: j_done + 1, :j_done]
@@ -356,7 +283,8 @@ class GCRODR(_RecyclingKSP):
             x.maxpy(y1, self.U.vecs)
         x.maxpy(y2, Z[:j_done])
         if j_done > self.k or (kc and j_done >= 1):
-            self._new_space(B[:, :j_done], Hj, Vb, Zb, j_done, kc)
+            with self.event("recycle update"):
+                self._new_space(B[:, :j_done], Hj, Vb, Zb, j_done, kc)
         return its, reason
 
     def _new_space(self, B, H, Vb, Zb, j, kc) -> None:
@@ -412,8 +340,8 @@ class GCRODR(_RecyclingKSP):
         if kc:
             partsU.append((coefU[:kc] * D[:, None], self.U.data))
             partsC.append((Q[:kc], self.AU.data))
-        newU = _combine(like, partsU, getattr(self, "_spareU", None))
-        newC = _combine(like, partsC, getattr(self, "_spareC", None))
+        newU = combine(like, partsU, self._spareU)
+        newC = combine(like, partsC, self._spareC)
         self._replace_space(newU, newC)
 
 
@@ -426,40 +354,40 @@ class RecyclingCG(_RecyclingKSP):
     ``W`` is replaced by the k Ritz vectors of smallest Ritz value over ``[W, P]``, ``P`` the
     first ``store`` search directions of the solve (Rayleigh–Ritz with ``A [W, P]`` already at
     hand). For a new operator ``A W`` and ``W^T A W`` are recomputed (k products). Left
-    preconditioning; the norm tested is the true residual ``||b - A x||``.
+    preconditioning; the norm monitored and tested is that of the updated residual ``r_k``
+    (``||b - A x_k||`` in exact arithmetic; ``SolveResult.true_residual`` recomputes it).
 
     Options: ``-ksp_rcg_k`` (default 20), ``-ksp_rcg_store`` (default 2k).
     """
 
     name = "RecyclingCG"
+    options_key = "rcg"
+    info_key = "rcg"
 
     def __init__(self) -> None:
         super().__init__()
         self.store = 40
 
-    def setFromOptions(self, ksp) -> None:
-        opts = PETSc.Options(ksp.getOptionsPrefix())
-        self.k = opts.getInt("ksp_rcg_k", self.k)
-        self.store = opts.getInt("ksp_rcg_store", max(self.store, 2 * self.k))
+    def configure(self) -> None:
+        self.k = self.option("k", self.k)
+        self.store = self.option("store", max(self.store, 2 * self.k))
         if self.k < 1 or self.store < self.k:
-            raise InputError(f"RecyclingCG: need k >= 1 and store >= k (k={self.k}, store={self.store})")
+            raise InputError(f"need k >= 1 and store >= k (k={self.k}, store={self.store}; "
+                             "-ksp_rcg_k, -ksp_rcg_store)")
 
-    def setUp(self, ksp) -> None:
-        ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+    def describe(self) -> str:
+        return (f"recycling (deflated) CG: k={self.k} Ritz vectors from the first {self.store} "
+                f"directions; recycle space of {self.size} vectors; "
+                f"{self.stats['recycled_solves']} of {self.stats['solves']} solves deflated")
 
-    def view(self, ksp, viewer) -> None:
-        viewer.printfASCII(f"  recycling (deflated) CG: k={self.k} Ritz vectors from the first "
-                           f"{self.store} directions; recycle space of {self.size} vectors; "
-                           f"{self.stats['recycled_solves']} of {self.stats['solves']} solves "
-                           "deflated\n")
-
-    def solve(self, ksp, b, x) -> None:
-        A, r = self._begin(ksp, b, x)
+    def run(self, ksp, b, x):
+        A, _ = ksp.getOperators()
+        r = self.residual(ksp, b, x)
         pc = ksp.getPC()
         rtol, atol, dtol, maxit = ksp.getTolerances()
         its = 0
-        reason = self._log(ksp, its, r.norm())
-        deflate = reason == 0 and self._apply_to_space(A)
+        reason = self.record(ksp, its, r.norm())
+        deflate = reason == 0 and self.size > 0
         if deflate:
             W, AW = self.U, self.AU
             E = W.gram(AW)
@@ -467,12 +395,12 @@ class RecyclingCG(_RecyclingKSP):
             try:
                 Ec = sla.cho_factor(E)
             except np.linalg.LinAlgError:
-                raise InputError("RecyclingCG: W^T A W is not positive definite: the operator "
-                                 "is not SPD") from None
+                raise NotSPDError("W^T A W is not positive definite: the operator is not "
+                                  "SPD") from None
             mu = sla.cho_solve(Ec, W.dot(slice(None), r))
             x.maxpy(mu, W.vecs)
             r.maxpy(-mu, AW.vecs)
-            self.stats["recycled_solves"] += 1
+            self.count("recycled_solves")
         P = self.work("P", r, self.store)
         AP = self.work("AP", r, self.store)
         z = r.duplicate()
@@ -500,11 +428,8 @@ class RecyclingCG(_RecyclingKSP):
             r.axpy(-alpha, q)
             rnorm = r.norm()
             its += 1
-            reason = self._log(ksp, its, rnorm)
+            reason = self.record(ksp, its, rnorm)
             if reason != 0:
-                break
-            if its >= maxit:
-                reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
                 break
             pc.apply(r, z)
             rz_new = r.dot(z)
@@ -513,14 +438,14 @@ class RecyclingCG(_RecyclingKSP):
             p.aypx(beta, z)
             if deflate:
                 p.maxpy(-sla.cho_solve(Ec, AW.dot(slice(None), z)), W.vecs)
-        self._finish(ksp, its, rnorm, reason)
         if reason > 0 and nstored:
-            self._update_space(P, AP, nstored)
-            self._key = operator_key(A)
+            with self.event("recycle update"):
+                self._update_space(P, AP, nstored)
         for v in (r, z, p, q):
             v.destroy()
+        return its, rnorm, reason
 
-    def _update_space(self, P: _Block, AP: _Block, s: int) -> None:
+    def _update_space(self, P: MultiVec, AP: MultiVec, s: int) -> None:
         """Rayleigh–Ritz on [W, P_s]: the k smallest Ritz pairs of (Y^T A Y, Y^T Y)."""
         blocks = [(P, AP, slice(0, s))]
         if self.U is not None and len(self.U):
@@ -541,6 +466,6 @@ class RecyclingCG(_RecyclingKSP):
         theta, Xr = np.linalg.eigh(Sh.T @ T @ Sh)
         coef = Sh @ Xr[:, : self.k]                 # Y^T-coefficients of the k smallest Ritz vectors
         like = P.vecs[0]
-        newW = _combine(like, [(coef, Y)], getattr(self, "_spareU", None))
-        newAW = _combine(like, [(coef, AY)], getattr(self, "_spareC", None))
+        newW = combine(like, [(coef, Y)], self._spareU)
+        newAW = combine(like, [(coef, AY)], self._spareC)
         self._replace_space(newW, newAW)

@@ -9,7 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError, NotSPDError, SolverError
+from hybridsolve.la.petsc import operator_key
 from hybridsolve.options import check_omega, check_prefix, defaults_under_prefix
+from hybridsolve.solvers.base import context_info
 from hybridsolve.solvers.registry import METHODS, get_method
 from hybridsolve.solvers.result import SolveResult
 from hybridsolve.stack import MPI, PETSc
@@ -49,12 +51,6 @@ def method_options(method: str | None, *, omega: float | None = None,
     elif method == "ssor-pcg":
         opts[_SOR_TYPES["symmetric"]] = None
     return opts
-
-
-def operator_key(A: PETSc.Mat) -> tuple[int, int]:
-    """Identity and state of an operator: PETSc's unique object id (never reused, unlike an
-    address) and its state counter, which PETSc increases on every change of the values."""
-    return (A.getId(), A.stateGet())
 
 
 def reason_name(reason: int) -> str:
@@ -217,6 +213,7 @@ class KrylovSolver:
             time=elapsed,
             method=self.method(),
             x=x,
+            info=context_info(ksp),
         )
         if res.reason_name in _INDEFINITE:
             what = "matrix" if res.reason_name.endswith("MAT") else "preconditioner"
