@@ -42,6 +42,7 @@ import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
 from hybridsolve.parallel import collective_call
+from hybridsolve.solvers.base import PythonKSP, PythonPC
 from hybridsolve.stack import MPI, PETSc
 
 __all__ = ["TorchPC", "DCDM", "node_local_device", "register_model"]
@@ -78,7 +79,7 @@ def node_local_device(comm: MPI.Comm, request: str = "auto") -> str:
     return f"cuda:{local % torch.cuda.device_count()}"
 
 
-class TorchPC:
+class TorchPC(PythonPC):
     """A torch model as a PETSc preconditioner: ``y = ||x|| model(x / ||x||)`` on the grid.
 
     Safeguards: an output with NaN/Inf, or (``check=descent``) one (nearly) orthogonal to the
@@ -86,10 +87,17 @@ class TorchPC:
     default) and counted; an ascent direction (``x . y < 0``) is flipped (the scale-invariant
     training loss does not fix the sign) and counted; the counts are in ``-ksp_view`` and :attr:`stats`. The
     decision is collective (the same on every rank). With plain CG (which assumes a fixed SPD
-    preconditioner) it warns once and points to the flexible methods.
+    preconditioner) it warns once and points to the flexible methods. The loaded model and the
+    counters survive ``PCSetFromOptions`` (they are kept on the PC, :class:`PythonPC`).
     """
 
+    name = "TorchPC"
+    options_key = "torch"
+    info_key = "torchpc"
+    view_counters = False   # describe() states them in words
+
     def __init__(self) -> None:
+        super().__init__()
         self.model = None
         self.source: str | None = None
         self.device_request = "auto"
@@ -109,7 +117,6 @@ class TorchPC:
                       "fallback_not_descent": 0, "sign_flips": 0, "model_time": 0.0}
         self._fallback: PETSc.PC | None = None
         self._warned = False
-        self._prefix = ""
 
     # -- configuration ------------------------------------------------------------------------
     def set_model(self, model, shape: tuple[int, ...] | None = None, *, device: str | None = None,
@@ -130,41 +137,38 @@ class TorchPC:
             self.dtype_name = dtype
         self._place()
 
-    def setFromOptions(self, pc: PETSc.PC) -> None:
-        self._prefix = pc.getOptionsPrefix() or ""
-        opts = PETSc.Options(self._prefix)
-        name = f"-{self._prefix}pc_torch_"
-        def get(key):
-            return opts.getString(key) if opts.hasName(key) else None
-
-        src = get("pc_torch_model")
-        if src is not None:
+    def configure(self) -> None:
+        name = f"-{self.prefix}pc_torch_"
+        src = self.option("model", self.source or "", str) or None
+        if src != self.source:            # another model: load it at the next set-up
             self.source = src
             self.model = None
-        self.device_request = opts.getString("pc_torch_device", self.device_request)
-        self.dtype_name = opts.getString("pc_torch_dtype", self.dtype_name)
+            self._initialized = False
+        self.device_request = self.option("device", self.device_request)
+        self.dtype_name = self.option("dtype", self.dtype_name)
         if self.dtype_name not in ("float32", "float64"):
             raise InputError(f"{name}dtype: float32 or float64, got {self.dtype_name!r}")
-        self.mode = opts.getString("pc_torch_mode", self.mode)
+        self.mode = self.option("mode", self.mode)
         if self.mode not in ("local", "gathered"):
             raise InputError(f"{name}mode: local or gathered, got {self.mode!r}")
-        self.fallback_type = opts.getString("pc_torch_fallback", self.fallback_type)
-        self.check = opts.getString("pc_torch_check", self.check)
+        self.fallback_type = self.option("fallback", self.fallback_type)
+        self.check = self.option("check", self.check)
         if self.check not in _CHECKS:
             raise InputError(f"{name}check: one of {', '.join(_CHECKS)}, got {self.check!r}")
-        self.threads = opts.getInt("pc_torch_threads", self.threads)
-        self.mask_mode = opts.getString("pc_torch_mask", self.mask_mode)
+        self.threads = self.option("threads", self.threads)
+        self.mask_mode = self.option("mask", self.mask_mode)
         if self.mask_mode not in ("auto", "none"):
             raise InputError(f"{name}mask: auto or none, got {self.mask_mode!r}")
-        shape = get("pc_torch_shape")
-        if shape is not None:
+        shape = self.option("shape", "", str)
+        if shape:
             try:
-                self.user_shape = tuple(int(s) for s in shape.split(","))
+                self.user_shape = tuple(int(v) for v in shape.split(","))
             except ValueError:
                 raise InputError(f"{name}shape: comma-separated integers, got {shape!r}") from None
-        perm = get("pc_torch_permutation")
-        if perm is not None:
+        perm = self.option("permutation", "", str)
+        if perm and perm != self.permutation_file:
             self.permutation_file = perm
+            self.permutation = None
 
     def _place(self) -> None:
         import torch
@@ -175,7 +179,9 @@ class TorchPC:
             self.model.to(device=self.device, dtype=dtype)
             self.model.eval()
 
-    def setUp(self, pc: PETSc.PC) -> None:
+    def initialize(self, pc: PETSc.PC) -> None:
+        """Load the model (once), read the grid, build the fallback PC and the mask; also run
+        when the operator changes (the model stays loaded)."""
         import torch
 
         A, P = pc.getOperators()
@@ -184,9 +190,8 @@ class TorchPC:
                                         "TorchPC")
         if self.model is None:
             if self.source is None:
-                raise InputError(f"TorchPC ({self._prefix or 'no prefix'}): no model: give "
-                                 f"-{self._prefix}pc_torch_model <file|dcdm2d> or attach one "
-                                 "with pc.getPythonContext().set_model(module)")
+                raise InputError(f"no model: give -{self.prefix}pc_torch_model <file|dcdm2d> "
+                                 "or attach one with pc.getPythonContext().set_model(module)")
             self.model = collective_call(comm, lambda: self._resolve(self.source), "TorchPC")
         self._place()
         n = A.getSize()[0]
@@ -202,15 +207,15 @@ class TorchPC:
                 return p.astype(np.int64)
             self.permutation = collective_call(comm, read, "TorchPC")
         if self.permutation is not None and self.mode == "local":
-            raise InputError("TorchPC: a permutation needs -pc_torch_mode gathered (the grid "
+            raise InputError("a permutation needs -pc_torch_mode gathered (the grid "
                              "order is global)")
         dim = getattr(self.model, "dim", 2)
         self.shape = self.user_shape or self._infer_shape(n, dim)
         if int(np.prod(self.shape)) != n:
-            raise InputError(f"TorchPC: grid shape {self.shape} has {int(np.prod(self.shape))} "
+            raise InputError(f"grid shape {self.shape} has {int(np.prod(self.shape))} "
                              f"points but the operator has {n} rows")
         if len(self.shape) != dim:
-            raise InputError(f"TorchPC: the model is {dim}-D but the grid shape is {self.shape}")
+            raise InputError(f"the model is {dim}-D but the grid shape is {self.shape}")
         r0, r1 = A.getOwnershipRange()
         self._rows = (r0, r1)
         self._comm = comm
@@ -223,7 +228,7 @@ class TorchPC:
             self._fallback = None
         if self.fallback_type != "none":
             fb = PETSc.PC().create(comm)
-            fb.setOptionsPrefix(self._prefix + "pc_torch_fallback_")
+            fb.setOptionsPrefix(self.prefix + "pc_torch_fallback_")
             fb.setType(self.fallback_type)
             fb.setOperators(A, P)
             fb.setFromOptions()
@@ -267,7 +272,7 @@ class TorchPC:
         for s in (side - 1, side, side + 1):
             if s > 0 and s ** dim == n:
                 return (s,) * dim
-        raise InputError(f"TorchPC: {n} rows is not a {dim}-D square/cube grid: give "
+        raise InputError(f"{n} rows is not a {dim}-D square/cube grid: give "
                          "-pc_torch_shape n0,n1[,n2]")
 
     # -- application --------------------------------------------------------------------------
@@ -354,13 +359,22 @@ class TorchPC:
 
     def _fallback_apply(self, x: PETSc.Vec, y: PETSc.Vec) -> None:
         if self._fallback is None:
-            raise CollectiveError("TorchPC: the model's output was rejected (NaN/Inf or not a "
-                                  "descent direction) and -pc_torch_fallback is none")
+            raise CollectiveError(f"{self.label()}: the model's output was rejected (NaN/Inf or "
+                                  "not a descent direction) and -pc_torch_fallback is none")
         self._fallback.apply(x, y)
 
-    def apply(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        R = x.getArray(readonly=True).reshape(-1, 1)
-        Z, bad = self._apply_block(R)
+    def classical(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> bool:
+        """Apply the fallback PC (the classical path a caller such as DCDM switches to)."""
+        self.ready(pc)
+        if self._fallback is None:
+            return False
+        self._fallback.apply(x, y)
+        return True
+
+    def apply_pc(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        with self.event("model apply"):
+            R = x.getArray(readonly=True).reshape(-1, 1)
+            Z, bad = self._apply_block(R)
         if bad[0]:
             self._fallback_apply(x, y)
         else:
@@ -368,8 +382,10 @@ class TorchPC:
 
     def matApply(self, pc: PETSc.PC, X: PETSc.Mat, Y: PETSc.Mat) -> None:
         """A block of residuals at once (one model call on a batch)."""
-        R = X.getDenseArray(readonly=True)
-        Z, bad = self._apply_block(np.asarray(R))
+        self.ready(pc)
+        with self.event("model apply"):
+            R = X.getDenseArray(readonly=True)
+            Z, bad = self._guard(lambda: self._apply_block(np.asarray(R)))
         Yd = Y.getDenseArray()
         Yd[:, :] = Z
         for j in np.flatnonzero(bad):
@@ -380,9 +396,10 @@ class TorchPC:
             Y.restoreColumnVector(int(j), yj)
 
     def applyTranspose(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        raise InputError("TorchPC has no transpose: the model is a nonlinear map")
+        raise InputError(f"{self.label()} has no transpose: the model is a nonlinear map")
 
     def preSolve(self, pc: PETSc.PC, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+        super().preSolve(pc, ksp, b, x)
         kind = ksp.getType()
         if not self._warned and kind not in _FLEXIBLE:
             self._warned = True
@@ -393,27 +410,25 @@ class TorchPC:
             if ksp.getComm().tompi4py().rank == 0:
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
 
-    def view(self, pc: PETSc.PC, viewer: PETSc.Viewer) -> None:
+    def describe(self) -> str:
         s = self.stats
-        viewer.printfASCII(
-            f"  TorchPC: model {self.source} ({type(self.model).__name__ if self.model else 'none'}), "
-            f"device {self.device}, {self.dtype_name}, mode {self.mode}, grid {self.shape}\n"
-            f"  applications {s['applications']} ({s['vectors']} vectors), model time "
-            f"{s['model_time']:.3g} s; fallback ({self.fallback_type}) used "
-            f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
-            f"for a direction orthogonal to the residual (check: {self.check}); "
-            f"{s['sign_flips']} ascent directions flipped\n")
+        return (f"TorchPC: model {self.source} "
+                f"({type(self.model).__name__ if self.model else 'none'}), device {self.device}, "
+                f"{self.dtype_name}, mode {self.mode}, grid {self.shape}\n"
+                f"  applications {s['applications']} ({s['vectors']} vectors), model time "
+                f"{s['model_time']:.3g} s; fallback ({self.fallback_type}) used "
+                f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
+                f"for a direction orthogonal to the residual (check: {self.check}); "
+                f"{s['sign_flips']} ascent directions flipped")
 
     def reset(self, pc: PETSc.PC) -> None:
+        super().reset(pc)
         if self._fallback is not None:
             self._fallback.destroy()
             self._fallback = None
 
-    def destroy(self, pc: PETSc.PC) -> None:
-        self.reset(pc)
 
-
-class DCDM:
+class DCDM(PythonKSP):
     """Deep conjugate direction method (Kaneda et al., ICML 2023) as a PETSc KSP of python type.
 
     Each iteration: ``q = PC(r)`` (the network, through :class:`TorchPC`, or any PC),
@@ -422,68 +437,56 @@ class DCDM:
     recomputed (``-ksp_dcdm_true_residual 0`` uses the recurrence instead). PETSc's convergence
     test, monitors and history see ``||r||`` (the unpreconditioned norm). If the residual has
     not dropped by 1% below its best for ``-ksp_dcdm_stall`` (50) iterations, the network is
-    dropped for the rest of the solve: the directions come from TorchPC's fallback PC (or are
-    the residual itself: conjugate gradients), and the switch is counted (``-ksp_view``).
+    dropped for the rest of the solve: the directions come from the PC's classical fallback
+    (:meth:`PythonPC.classical`, TorchPC's ``-pc_torch_fallback``) or are the residual itself
+    (conjugate gradients); the switch and the classical iterations are counted (``-ksp_view``,
+    ``SolveResult.info["dcdm"]``).
     """
 
+    name = "DCDM"
+    options_key = "dcdm"
+    info_key = "dcdm"
+
     def __init__(self) -> None:
+        super().__init__()
         self.window = 2
         self.true_residual = True
         self.stall = 50
         self.stats = {"solves": 0, "classical_switches": 0, "classical_iterations": 0}
 
-    def setFromOptions(self, ksp: PETSc.KSP) -> None:
-        opts = PETSc.Options(ksp.getOptionsPrefix())
-        self.window = opts.getInt("ksp_dcdm_window", self.window)
-        self.true_residual = opts.getBool("ksp_dcdm_true_residual", self.true_residual)
-        self.stall = opts.getInt("ksp_dcdm_stall", self.stall)
+    def configure(self) -> None:
+        self.window = self.option("window", self.window)
+        self.true_residual = self.option("true_residual", self.true_residual)
+        self.stall = self.option("stall", self.stall)
         if self.window < 1:
-            raise InputError(f"DCDM: -ksp_dcdm_window must be >= 1, got {self.window}")
+            raise InputError(f"-ksp_dcdm_window must be >= 1, got {self.window}")
 
-    def setUp(self, ksp: PETSc.KSP) -> None:
-        ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
+    def describe(self) -> str:
+        return (f"DCDM: window {self.window}, exact line search, "
+                f"{'true' if self.true_residual else 'recurrence'} residual; switch to classical "
+                f"directions after {self.stall} iterations without progress: "
+                f"{self.stats['classical_switches']} of {self.stats['solves']} solves switched")
 
-    def view(self, ksp: PETSc.KSP, viewer: PETSc.Viewer) -> None:
-        viewer.printfASCII(f"  DCDM: window {self.window}, exact line search, "
-                           f"{'true' if self.true_residual else 'recurrence'} residual; "
-                           f"switch to classical directions after {self.stall} iterations "
-                           f"without progress: {self.stats['classical_switches']} of "
-                           f"{self.stats['solves']} solves switched\n")
+    def _classical(self, pc, r, q) -> None:
+        ctx = pc.getPythonContext() if pc.getType() == "python" else None
+        if not (isinstance(ctx, PythonPC) and ctx.classical(pc, r, q)):
+            r.copy(q)
 
-    def solve(self, ksp: PETSc.KSP, b: PETSc.Vec, x: PETSc.Vec) -> None:
+    def run(self, ksp, b, x):
         A, _ = ksp.getOperators()
         pc = ksp.getPC()
-        r = b.duplicate()
-        if ksp.getInitialGuessNonzero():
-            A.mult(x, r)
-            r.aypx(-1.0, b)
-        else:
-            x.set(0.0)
-            b.copy(r)
+        r = self.residual(ksp, b, x)
         q = b.duplicate()
         dirs: list[tuple[PETSc.Vec, PETSc.Vec, float]] = []   # (p, A p, p.Ap)
         its = 0
         rnorm = r.norm()
-        ksp.setIterationNumber(0)
-        ksp.setResidualNorm(rnorm)
-        ksp.logConvergenceHistory(rnorm)
-        ksp.monitor(0, rnorm)
-        reason = ksp.callConvergenceTest(0, rnorm)
-        max_it = ksp.getTolerances()[3]
-        self.stats["solves"] += 1
+        reason = self.record(ksp, 0, rnorm)
         best, best_it, classical = rnorm, 0, False
         while not reason:
             if classical:
-                # the network stopped making progress: classical directions from here on (the
-                # TorchPC's fallback PC, else the residual: with the A-orthogonal window that is
-                # conjugate gradients)
-                ctx = pc.getPythonContext() if pc.getType() == "python" else None
-                fb = getattr(ctx, "_fallback", None)
-                if fb is not None:
-                    fb.apply(r, q)
-                else:
-                    r.copy(q)
-                self.stats["classical_iterations"] += 1
+                # the network stopped making progress: classical directions from here on
+                self._classical(pc, r, q)
+                self.count("classical_iterations")
             else:
                 pc.apply(r, q)
             for p, Ap, pAp in dirs:
@@ -493,7 +496,8 @@ class DCDM:
             qAq = q.dot(Aq)
             qr = q.dot(r)
             if not (np.isfinite(qAq) and qAq > 0):
-                reason = PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT
+                reason = int(PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT
+                             if np.isfinite(qAq) else PETSc.KSP.ConvergedReason.DIVERGED_NANORINF)
                 Aq.destroy()
                 break
             alpha = qr / qAq
@@ -514,21 +518,15 @@ class DCDM:
                 best, best_it = rnorm, its
             elif not classical and self.stall > 0 and its - best_it >= self.stall:
                 classical = True
-                self.stats["classical_switches"] += 1
+                self.count("classical_switches")
                 for p, Ap, _ in dirs:   # a fresh start for the classical directions
                     p.destroy()
                     Ap.destroy()
                 dirs = []
-            ksp.setIterationNumber(its)
-            ksp.setResidualNorm(rnorm)
-            ksp.logConvergenceHistory(rnorm)
-            ksp.monitor(its, rnorm)
-            reason = ksp.callConvergenceTest(its, rnorm)
-            if not reason and its >= max_it:
-                reason = PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT
-        ksp.setConvergedReason(reason)
+            reason = self.record(ksp, its, rnorm)
         for p, Ap, _ in dirs:
             p.destroy()
             Ap.destroy()
         r.destroy()
         q.destroy()
+        return its, rnorm, reason

@@ -59,6 +59,8 @@ class _PythonContext:
     #: the key of this type's statistics in ``SolveResult.info`` (default: the class name, lower)
     info_key = ""
     _kind = ""   # "ksp" or "pc"
+    #: whether ``-ksp_view`` adds a line with the counters (off when describe() shows them)
+    view_counters = True
 
     def __init__(self) -> None:
         self._shared = False
@@ -156,7 +158,7 @@ class _PythonContext:
     def view(self, obj, viewer) -> None:  # PETSc hook
         self._attach(obj)
         viewer.printfASCII(f"  {self.describe()}\n")
-        if self.stats:
+        if self.stats and self.view_counters:
             body = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) and not float(v).is_integer()
                              else f"{k} {int(v)}" for k, v in self.stats.items())
             viewer.printfASCII(f"  {self.name} counters: {body}\n")
@@ -250,11 +252,17 @@ class PythonKSP(_PythonContext):
             # a breakdown of the dense algebra; on non-finite data that is DIVERGED_NANORINF
             its = ksp.getIterationNumber()
             rnorm = float(ksp.getResidualNorm())
-            if np.isfinite(rnorm) and np.isfinite(x.norm()) and np.isfinite(b.norm()):
+            data = [b.norm(), x.norm()]
+            if A.getType() not in ("python", "shell"):
+                data.append(A.norm(PETSc.NormType.FROBENIUS))
+            if np.isfinite(data).all():
                 raise SolverError(f"{self.label()}: breakdown: {err}") from err
             reason = _reason("DIVERGED_NANORINF")
         ksp.setIterationNumber(its)
-        ksp.setResidualNorm(rnorm)
+        if np.isfinite(rnorm):
+            ksp.setResidualNorm(rnorm)
+        else:
+            reason = _reason("DIVERGED_NANORINF")
         ksp.setConvergedReason(reason)
         self.count("solves")
         self.count("iterations", its)
@@ -279,11 +287,11 @@ class PythonKSP(_PythonContext):
         ``max_it`` unconverged ``DIVERGED_MAX_IT``."""
         rnorm = float(rnorm)
         ksp.setIterationNumber(its)
+        if not np.isfinite(rnorm):   # PETSc refuses to store it: stop here
+            return _reason("DIVERGED_NANORINF")
         ksp.setResidualNorm(rnorm)
         ksp.logConvergenceHistory(rnorm)
         ksp.monitor(its, rnorm)
-        if not np.isfinite(rnorm):
-            return _reason("DIVERGED_NANORINF")
         reason = int(ksp.callConvergenceTest(its, rnorm))
         if reason == 0 and its >= ksp.getTolerances()[3]:
             reason = _reason("DIVERGED_MAX_IT")
