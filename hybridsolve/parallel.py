@@ -42,38 +42,81 @@ def collective_call(comm: MPI.Comm, fn: Callable[[], Any], what: str = "") -> An
     return out
 
 
-def _report(exc: BaseException, comm: MPI.Comm) -> None:
+def _petsc_error(exc: BaseException) -> BaseException | None:
+    """The petsc4py error in ``exc`` or its causes, if any."""
+    while exc is not None:
+        if type(exc).__name__ == "Error" and type(exc).__module__.startswith("petsc4py"):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _interrupted(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def petsc_error_line(exc: BaseException) -> str:
+    """PETSc's message of a petsc4py error in one line: ``PETSc error 86: Unknown type ...``."""
+    text = str(exc)
+    lines = [ln.split("]", 1)[-1].strip() for ln in text.splitlines()]
+    msgs = [ln for ln in lines if ln and " at " not in ln and not ln.startswith("error code")]
+    code = getattr(exc, "ierr", None)
+    head = f"PETSc error {code}" if code is not None else "PETSc error"
+    return f"{head}: {'; '.join(msgs)}" if msgs else head
+
+
+def _report(exc: BaseException, comm: MPI.Comm, debug: bool = False) -> None:
     where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
-    msg = f"hybridsolve: error{where}: {exc}"
-    if not isinstance(exc, CollectiveError):
+    petsc = _petsc_error(exc)
+    if isinstance(exc, CollectiveError) or petsc is None:
+        msg = f"hybridsolve: error{where}: {exc}"
+    else:
+        msg = f"hybridsolve: error{where}: {petsc_error_line(petsc)} (--debug for the trace)"
+    if debug or not (isinstance(exc, CollectiveError) or petsc is not None):
         msg = "".join(traceback.format_exception(exc)) + msg
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COMM_WORLD) -> int:
+def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COMM_WORLD,
+                        debug: bool = False) -> int:
     """Run ``main`` so that an error on any rank ends the whole job with a message, never a hang.
 
     * :class:`~hybridsolve.errors.CollectiveError` (bad input, a solve that must fail loudly) is
       raised identically on every rank: rank 0 prints the message, every rank returns exit code 2
       (input) or 3 (solver).
-    * Any other exception is printed with its rank and traceback, then ``MPI_Abort`` ends all
-      ranks (a rank waiting in a collective would otherwise wait forever).
+    * A PETSc error (a bad option value, ...) is one line with PETSc's message (its trace with
+      ``debug``); then, as for any other exception (printed with its traceback), ``MPI_Abort``
+      ends all ranks (a rank waiting in a collective would otherwise wait forever).
+    * Ctrl-C (SIGINT, also when it arrives inside a PETSc callback) ends every rank with one
+      line and exit code 130.
     """
+    if not debug:
+        try:  # PETSc's own trace printer: its message reaches us in the exception
+            from hybridsolve.stack import PETSc
+
+            PETSc.Sys.pushErrorHandler("ignore")
+        except Exception:  # noqa: BLE001 - PETSc not usable: nothing to silence
+            pass
     try:
         code = main()
         return int(code or 0)
     except CollectiveError as exc:
         if comm.rank == 0:
-            _report(exc, comm)
+            _report(exc, comm, debug)
         return 2 if isinstance(exc, InputError) else 3
-    except KeyboardInterrupt:
-        if comm.size > 1:
-            comm.Abort(130)
-        return 130
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure must end every rank
-        _report(exc, comm)
+        if _interrupted(exc):
+            print("hybridsolve: interrupted", file=sys.stderr, flush=True)
+            if comm.size > 1:
+                comm.Abort(130)
+            return 130
+        _report(exc, comm, debug)
         if comm.size > 1:
             MPI.COMM_WORLD.Abort(1)
         return 1

@@ -184,3 +184,60 @@ def test_cg_on_indefinite_family_fails_loudly():
     p = run_cli(["solve", "--family", "helmholtz", "--n", "16", "--method", "pcg",
                  "-pc_type", "none"], np_=2, timeout=120)
     assert p.returncode == 3 and "not symmetric positive definite" in p.stderr, p.stderr
+
+
+# --- the front door ---------------------------------------------------------------------------
+@pytest.mark.serial
+@pytest.mark.parametrize("np_", [1, 2])
+def test_a_typo_flag_is_refused_in_one_line_with_the_closest_flag(np_):
+    r = run_cli(["solve", "--family", "grid", "--n", "8", "--rtl", "1e-6"], np_=np_)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines == ["hybridsolve solve: unknown option --rtl (did you mean --rtol?)"], r.stderr
+    assert "system" not in r.stdout   # nothing was solved
+
+
+@pytest.mark.serial
+def test_help_and_version():
+    for args in (["-h"], ["--help"], ["solve", "-h"], ["datagen", "--help"]):
+        r = run_cli(args)
+        assert r.returncode == 0 and "usage: hybridsolve" in r.stdout, (args, r.stderr)
+    assert "--solver" in run_cli(["datagen", "-h"]).stdout
+    r = run_cli(["--version"])
+    assert r.returncode == 0 and r.stdout.strip().startswith("hybridsolve 0."), r.stdout
+
+
+@pytest.mark.serial
+def test_a_petsc_error_is_one_line_and_the_trace_needs_debug():
+    r = run_cli(["solve", "--family", "grid", "--n", "8", "-ksp_type", "nonsense"])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode != 0 and len(lines) == 1, r.stderr
+    assert "PETSc error 86" in lines[0] and "nonsense" in lines[0], lines
+    r = run_cli(["solve", "--family", "grid", "--n", "8", "-ksp_type", "nonsense", "--debug"])
+    assert r.returncode != 0 and len(r.stderr.splitlines()) > 5, r.stderr
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("flag,path,message", [
+    ("--json", "/proc/no/such/x.json", "cannot write there"),
+    ("--plot", "out.pdf", "PNG"),
+])
+def test_output_paths_are_checked_before_the_work(flag, path, message, tmp_path):
+    r = run_cli(["solve", "--family", "grid", "--n", "8", flag, path])
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "system" not in r.stdout
+
+
+@pytest.mark.serial
+def test_ctrl_c_ends_with_one_line_and_exit_130():
+    import signal
+    import subprocess
+    import time
+
+    cmd = [str(BIN / "python"), "-m", "hybridsolve", "solve", "--family", "grid", "--n", "300",
+           "--count", "100", "--method", "sor", "--omega", "1.0"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err.strip() == "hybridsolve: interrupted", (p.returncode, err)

@@ -1,13 +1,17 @@
-"""``hybridsolve`` subcommands. Arguments the CLI does not know are PETSc options.
+"""``hybridsolve`` subcommands. Single-dash arguments are PETSc options; an unknown ``--flag``
+is an error (exit code 2, naming the closest valid flag).
 
 Run under MPI as ``mpiexec -n 4 hybridsolve solve --family darcy --n 128 --count 10
--ksp_monitor -pc_type gamg``. An error on any rank ends the whole job with a message.
+-ksp_monitor -pc_type gamg``. An error on any rank ends the whole job with a one-line message
+(``--debug`` shows the traceback and PETSc's trace); Ctrl-C ends every rank with exit code 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,17 +30,26 @@ def _family_opts(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from hybridsolve.solvers.registry import method_names
+
     p = argparse.ArgumentParser(
         prog="hybridsolve", add_help=False, allow_abbrev=False,
         description="Solver-in-the-loop scientific computing on PETSc/DOLFINx. Arguments not "
                     "listed here are passed to PETSc (e.g. -ksp_monitor -pc_type gamg).")
-    p.add_argument("--help", action="help", help="show this help and exit")
+    from hybridsolve import __version__
+
+    p.add_argument("--help", action="help", help="show this help and exit (also -h)")
+    p.add_argument("--version", action="version", version=f"hybridsolve {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_, add_help=False,
                             allow_abbrev=False)
-        sp.add_argument("--help", action="help", help="show this help and exit")
+        sp.add_argument("--help", action="help", help="show this help and exit (also -h)")
+        sp.add_argument("--debug", action="store_true",
+                        help="on an error, show the traceback and PETSc's full trace")
+        sp.add_argument("--verbose", action="count", default=0,
+                        help="more log messages (repeat for debug output)")
         return sp
 
     add("problems", "list the problem families and their options")
@@ -51,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--params", type=Path, help=".npy file of parameter arrays, shape (count, ...)")
     s.add_argument("--prefix", default="", help="PETSc options prefix of the solver")
     s.add_argument("--rtol", type=float, help="relative tolerance (default PETSc's, 1e-5)")
-    s.add_argument("--method", help="pcg, sor or ssor-pcg (default: the family's recommendation; "
-                                    "PETSc -ksp_type/-pc_type options override)")
+    s.add_argument("--method", help=f"{', '.join(method_names())} (default: the family's "
+                                    "recommendation; PETSc -ksp_type/-pc_type options override)")
     s.add_argument("--omega", type=float, help="SOR relaxation factor in (0, 2)")
     s.add_argument("--sor-type", choices=["forward", "backward", "symmetric"],
                    help="SOR sweep (sor: forward by default; ssor-pcg: symmetric)")
@@ -72,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="tolerance on ||b - Ax|| / ||b|| (default 1e-8)")
     g.add_argument("--out", required=True, help="output HDF5 file (.h5)")
     g.add_argument("--order", default="auto", help="greedy, scalable, auto, random or none")
-    g.add_argument("--solver", default="auto", help="auto, gcrodr, rcg, cg or gmres "
-                   "(-datagen_* PETSc options override its settings)")
+    g.add_argument("--solver", default="auto", help="auto, gcrodr, rcg, cg, gmres or direct "
+                   "(-datagen_* PETSc options override its settings, e.g. -datagen_ksp_gcrodr_k)")
     g.add_argument("--no-warm-start", action="store_true",
                    help="start every solve from zero instead of the chain neighbour's solution")
     g.add_argument("--mode", default="data", choices=["data", "domain"],
@@ -572,19 +585,71 @@ def cmd_move(args: argparse.Namespace, comm) -> int:
     return 0
 
 
+def _unknown_flags(parser: argparse.ArgumentParser, command: str | None,
+                   extra: Sequence[str]) -> str | None:
+    """The one-line error for the first unknown ``--flag`` in ``extra`` (else None)."""
+    bad = next((t for t in extra if t.startswith("--")), None)
+    if bad is None:
+        return None
+    known: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            known = [o for a in action.choices[command]._actions for o in a.option_strings]
+    name = bad.split("=", 1)[0]
+    close = difflib.get_close_matches(name, [k for k in known if k.startswith("--")], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"hybridsolve {command}: unknown option {name}{hint}"
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every output path the command will write is checked before the work starts."""
+    for attr in ("json", "plot", "out", "checkpoint"):
+        path = getattr(args, attr, None)
+        if path is None:
+            continue
+        path = Path(path)
+        if attr == "plot" and path.suffix.lower() != ".png":
+            raise InputError(f"--plot {path}: the plot is a PNG file (.png)")
+        if attr == "json" and path.suffix.lower() != ".json":
+            raise InputError(f"--json {path}: expected a .json file")
+        folder = path if (attr == "out" and args.command == "demo") else path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ok = folder.is_dir() and os.access(folder, os.W_OK)
+        except OSError:
+            ok = False
+        if not ok:
+            raise InputError(f"--{attr} {path}: cannot write there ({folder} is not a writable "
+                             "folder)")
+        if path.is_dir() and not (attr == "out" and args.command == "demo"):
+            raise InputError(f"--{attr} {path}: is a folder, expected a file name")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, petsc_args = _parser().parse_known_args(argv)
+    # -h is ours; every other single-dash token is PETSc's (-help, -vec_type, ...)
+    argv = ["--help" if a == "-h" else a for a in argv]
+    parser = _parser()
+    args, petsc_args = parser.parse_known_args(argv)
     from hybridsolve import stack
 
     from hybridsolve.parallel import run_collective_main
 
     comm = stack.MPI.COMM_WORLD
+    typo = _unknown_flags(parser, args.command, petsc_args)
+    if typo is not None:
+        if comm.rank == 0:
+            print(typo, file=sys.stderr, flush=True)
+        return 2
+    from hybridsolve import log
+
+    log.configure(getattr(args, "verbose", 0) - int(bool(getattr(args, "quiet", False))))
 
     def body() -> int:
         from hybridsolve.options import parse_args
 
         parse_args(petsc_args)  # fails clearly on stray tokens
+        _check_outputs(args)
         stack.init(petsc_args)
         if args.command == "problems":
             return cmd_problems(args)
@@ -602,7 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_move(args, comm)
         raise InputError(f"unknown command {args.command}")  # pragma: no cover
 
-    return run_collective_main(body, comm)
+    return run_collective_main(body, comm, debug=getattr(args, "debug", False))
 
 
 if __name__ == "__main__":
