@@ -49,10 +49,17 @@ from hybridsolve import __version__
 from hybridsolve.errors import InputError, SolverError
 from hybridsolve.stack import import_h5py
 
-__all__ = ["DatagenConfig", "run", "load", "SOLVERS"]
+__all__ = ["DatagenConfig", "run", "load", "solver_names"]
 
-#: Solvers by name: the KSP the chain is solved with (PETSc options under ``datagen_`` win).
-SOLVERS = ("auto", "gcrodr", "rcg", "cg", "gmres", "direct")
+#: Solver names datagen accepts besides the registry's (hybridsolve.solvers.registry)
+_ALIASES = {"cg": "pcg"}
+
+
+def solver_names() -> list[str]:
+    """``auto`` and every registered method (``hybridsolve.solvers.registry``)."""
+    from hybridsolve.solvers.registry import method_names
+
+    return ["auto", *method_names()]
 
 
 @dataclass
@@ -70,9 +77,8 @@ class DatagenConfig:
     solver: str = "auto"
     warm_start: bool = True
     mode: str = "data"                               # data | domain
-    petsc: dict = field(default_factory=dict)        # PETSc options for the solver (no prefix)
-    gcrodr_m: int = 40
-    gcrodr_k: int = 20
+    petsc: dict = field(default_factory=dict)        # PETSc options for the solver (no prefix),
+    #                                                  e.g. {"ksp_gcrodr_m": 40, "ksp_gcrodr_k": 20}
     reuse_matrix: bool = True                        # fixed-matrix families: one operator + PC
     reuse_pattern: bool = True                       # same pattern: one Mat object, values copied
 
@@ -94,13 +100,15 @@ class DatagenConfig:
             raise InputError(f"datagen: count must be at least 1, got {self.count}")
         if self.order not in ORDERINGS:
             raise InputError(f"datagen: unknown ordering {self.order!r}; known: {', '.join(ORDERINGS)}")
-        if self.solver not in SOLVERS:
-            raise InputError(f"datagen: unknown solver {self.solver!r}; known: {', '.join(SOLVERS)}")
+        if self.solver != "auto":
+            from hybridsolve.solvers.registry import get_method
+
+            try:
+                get_method(_ALIASES.get(self.solver, self.solver))
+            except InputError as err:
+                raise InputError(f"datagen: --solver: {err}") from None
         if self.mode not in ("data", "domain"):
             raise InputError(f"datagen: mode must be data or domain, got {self.mode!r}")
-        if self.gcrodr_m < 2 or not 1 <= self.gcrodr_k < self.gcrodr_m:
-            raise InputError(f"datagen: GCRO-DR needs m >= 2 and 1 <= k < m "
-                             f"(m={self.gcrodr_m}, k={self.gcrodr_k})")
         if not str(self.out).endswith((".h5", ".hdf5")):
             raise InputError(f"datagen: the output file must end in .h5 or .hdf5, got {self.out!r}")
 
@@ -114,11 +122,14 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
         if family.fixed_matrix and cfg.reuse_matrix:
             name = "direct"        # one factorisation, then two triangular solves per sample
         else:
-            name = "cg" if spd else "gcrodr"
-    if name in ("cg", "rcg") and not spd:
+            name = "pcg" if spd else "gcrodr"
+    from hybridsolve.solvers.registry import get_method
+
+    method = get_method(_ALIASES.get(name, name))
+    name = method.name
+    if method.spd and not spd:
         raise InputError(f"datagen: solver {name} needs an SPD family; {family.name} is not "
                          "(use gcrodr or gmres)")
-    opts: dict[str, Any] = {}
     local_ilu = "icc" if spd else "ilu"
     if family.opts.get("operator") == "matfree":  # no factorisation of a python Mat: SOR
         local = {"pc_type": "sor"}
@@ -126,27 +137,19 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
         local = {"pc_type": "bjacobi", "sub_pc_type": local_ilu}
     else:
         local = {"pc_type": local_ilu}
-    if name == "cg":
-        if _shares_pattern(cfg, family):
-            # one Mat object along the chain: GAMG keeps its interpolation from the first
-            # system and only recomputes the coarse operators (the multigrid hierarchy is
-            # recycled), measured 2x cheaper per solve than a fresh set-up on Darcy
-            opts = {"ksp_type": "cg", "pc_type": "gamg", "pc_gamg_reuse_interpolation": "true"}
-        else:
-            opts = {"ksp_type": "cg", **local}
-    elif name == "rcg":
-        opts = {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG",
-                **local}
-    elif name == "gcrodr":
-        opts = {"ksp_type": "python", "ksp_python_type": "hybridsolve.recycling.petsc.GCRODR",
-                "ksp_gcrodr_m": cfg.gcrodr_m, "ksp_gcrodr_k": cfg.gcrodr_k, **local}
-    elif name == "gmres":
-        opts = {"ksp_type": "gmres", "ksp_gmres_restart": 40, "ksp_pc_side": "right"}
-    if name == "direct":
-        opts = {"ksp_type": "preonly", "pc_type": "cholesky" if spd else "lu"}
+    opts: dict[str, Any] = method.petsc_options()
+    if name == "pcg" and _shares_pattern(cfg, family):
+        # one Mat object along the chain: GAMG keeps its interpolation from the first
+        # system and only recomputes the coarse operators (the multigrid hierarchy is
+        # recycled), measured 2x cheaper per solve than a fresh set-up on Darcy
+        opts.update({"pc_type": "gamg", "pc_gamg_reuse_interpolation": "true"})
+    elif name == "direct":
+        opts["pc_type"] = "cholesky" if spd else "lu"
         if cfg.mode == "domain":
             opts["pc_factor_mat_solver_type"] = "mumps"
-    else:
+    elif method.pc and name != "gmres":   # the method takes datagen's PC choice
+        opts.update(local)
+    if name != "direct":
         opts["ksp_norm_type"] = "unpreconditioned"
     opts.update(cfg.petsc)
     return name, opts
@@ -355,7 +358,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
     # SPD matrix, the first samples are solved with each candidate in turn and the chain goes on
     # with the faster one (its per-sample solve time, PC set-up included, measured here): GAMG
     # recycled along the chain wins on the 5-point Darcy grid, ICC on P1 Darcy (skr_bar.md).
-    pattern = _shares_pattern(cfg, family) and name == "cg"
+    pattern = _shares_pattern(cfg, family) and name == "pcg"
     candidates = [(opts, pattern)]
     user_pc = "pc_type" in cfg.petsc or PETSc.Options().hasName("datagen_pc_type")
     if pattern and cfg.solver == "auto" and not user_pc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -73,7 +74,8 @@ def test_datagen_domain_mode_and_solvers(shared_dir, comm):
     for solver, mode in (("gcrodr", "domain"), ("rcg", "data"), ("gmres", "domain")):
         out = shared_dir / f"d_{solver}.h5"
         cfg = DatagenConfig(family="darcy", n=12, count=5, out=str(out), mode=mode, solver=solver,
-                            options={"discretization": "grid"}, gcrodr_m=20, gcrodr_k=5)
+                            options={"discretization": "grid"},
+                            petsc={"ksp_gcrodr_m": 20, "ksp_gcrodr_k": 5})
         s = run(cfg, comm, progress=False)
         assert s["solver"] == solver and s["max_true_residual"] <= 1e-8 * (1 + 1e-6)
         if comm.rank == 0:
@@ -84,7 +86,9 @@ def test_datagen_domain_mode_and_solvers(shared_dir, comm):
 @pytest.mark.parametrize("kw,match", [
     ({"tol": 0.0}, "tolerance"), ({"tol": -1e-3}, "tolerance"), ({"count": 0}, "count"),
     ({"order": "zigzag"}, "ordering"), ({"solver": "magic"}, "solver"),
-    ({"gcrodr_m": 10, "gcrodr_k": 10}, "GCRO-DR"), ({"out": "x.txt"}, ".h5"),
+    ({"solver": "gcrdr"}, "did you mean 'gcrodr'"), ({"out": "x.txt"}, ".h5"),
+    ({"solver": "gcrodr", "family": "helmholtz", "petsc": {"ksp_gcrodr_m": 10,
+                                                           "ksp_gcrodr_k": 10}}, "GCRO-DR"),
 ])
 def test_datagen_bad_input(kw, match, shared_dir, comm):
     base = dict(family="darcy", n=8, count=3, out=str(shared_dir / "b.h5"))
@@ -107,10 +111,25 @@ def test_dataset_from_another_configuration_is_refused(shared_dir, comm):
         run(DatagenConfig(family="darcy", n=8, count=3, out=str(parts)[:-6]), comm, progress=False)
 
 
-def test_cg_solver_on_indefinite_family_is_refused(shared_dir, comm):
+@pytest.mark.parametrize("solver", ["cg", "pcg", "rcg", "ssor-pcg"])
+def test_spd_only_solver_on_indefinite_family_is_refused(solver, shared_dir, comm):
     with pytest.raises(InputError, match="SPD"):
         run(DatagenConfig(family="helmholtz", n=8, count=2, out=str(shared_dir / "h.h5"),
-                          solver="cg"), comm, progress=False)
+                          solver=solver), comm, progress=False)
+
+
+def test_registry_methods_as_datagen_solvers_and_gcrodr_options(shared_dir, comm):
+    out = shared_dir / "reg.h5"
+    s = run(DatagenConfig(family="helmholtz", n=8, count=3, out=str(out), solver="gcrodr",
+                          petsc={"ksp_gcrodr_k": 7}), comm, progress=False)
+    assert s["solver"] == "gcrodr" and s["max_true_residual"] <= 1e-8 * (1 + 1e-6)
+    if comm.rank == 0:
+        from hybridsolve.stack import import_h5py
+
+        with import_h5py().File(out) as f:
+            prov = json.loads(f.attrs["provenance"])
+        assert "ksp_gcrodr_k" in json.dumps(prov), prov
+    comm.Barrier()
 
 
 @pytest.mark.serial

@@ -85,14 +85,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="tolerance on ||b - Ax|| / ||b|| (default 1e-8)")
     g.add_argument("--out", required=True, help="output HDF5 file (.h5)")
     g.add_argument("--order", default="auto", help="greedy, scalable, auto, random or none")
-    g.add_argument("--solver", default="auto", help="auto, gcrodr, rcg, cg, gmres or direct "
+    g.add_argument("--solver", default="auto", help=f"auto, {', '.join(method_names())} "
                    "(-datagen_* PETSc options override its settings, e.g. -datagen_ksp_gcrodr_k)")
     g.add_argument("--no-warm-start", action="store_true",
                    help="start every solve from zero instead of the chain neighbour's solution")
     g.add_argument("--mode", default="data", choices=["data", "domain"],
                    help="under MPI: split the chain over ranks (data) or distribute each system")
-    g.add_argument("--gcrodr-m", type=int, default=40, help="GCRO-DR restart length (default 40)")
-    g.add_argument("--gcrodr-k", type=int, default=20, help="GCRO-DR recycle size (default 20)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = add("tune", "learn SOR's omega (or any PETSc option) online across a sequence of "
@@ -294,7 +292,7 @@ def cmd_datagen(args: argparse.Namespace, comm) -> int:
     cfg = DatagenConfig(family=args.family, n=args.n, count=args.count, seed=args.seed,
                         options=_family_opts(args.opt), tol=args.tol, out=args.out,
                         order=args.order, solver=args.solver, warm_start=not args.no_warm_start,
-                        mode=args.mode, gcrodr_m=args.gcrodr_m, gcrodr_k=args.gcrodr_k)
+                        mode=args.mode)
     summary = run(cfg, comm, progress=not args.quiet)
     if summary["status"] == "already complete":
         print0(f"{cfg.out} is already complete for this configuration", comm=comm)
