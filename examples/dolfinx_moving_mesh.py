@@ -14,7 +14,7 @@ Two ways to carry the solution over (``--transfer``):
 * ``interpolate``: jump to the new mesh and interpolate (``mover.move(..., fields=[u_n])``), the
   three-line version::
 
-      mover = MongeAmpereMover(mesh, rtol=1e-3)                 # once
+      mover = create_mover(None, mesh, rtol=1e-3)   # once; -mover_type picks it
       mover.move(GradientMonitor(u_n, alpha=20), fields=[u_n])  # every few steps
 
   Simple, but each interpolation of an under-resolved field loses accuracy (measured below);
@@ -40,7 +40,7 @@ import dolfinx  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402
 import ufl  # noqa: E402
 
-from hybridsolve.movement import (GradientMonitor, HessianMonitor, MongeAmpereMover,  # noqa: E402
+from hybridsolve.movement import (GradientMonitor, HessianMonitor, create_mover,  # noqa: E402
                                   gather_cells, plot_meshes)
 from hybridsolve.options import defaults_under_prefix  # noqa: E402
 from hybridsolve.parallel import print0, run_collective_main  # noqa: E402
@@ -84,7 +84,7 @@ def simulate(comm, n: int, steps: int, T: float, every: int, alpha: float, out: 
     ksp.setOptionsPrefix("adv_")  # -adv_ksp_*/-adv_pc_* on the command line win
     with defaults_under_prefix("adv_", {"ksp_type": "gmres", "pc_type": "bjacobi", "ksp_rtol": 1e-10}):
         ksp.setFromOptions()
-    mover = MongeAmpereMover(mesh, rtol=1e-3) if every > 0 else None
+    mover = create_mover(None, mesh, rtol=1e-3) if every > 0 else None
     move_time, move_its, moves = 0.0, 0, 0
     A = None
     t0 = time.perf_counter()

@@ -189,6 +189,7 @@ def test_iteration_limit_raises_or_returns(comm):
     assert_all(comm, np.array_equal(mesh.geometry.x, x0), "failed move changed the mesh")
     res = MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3).move(raise_on_fail=False)
     assert res.reason < 0 and res.iterations == 3 and res.info["quality"]["inverted"] == 0
+    assert res.reason_name == "DIVERGED_MAX_IT"
     # a failed move does not spoil the next one: the warm start is restored as well
     mover = MongeAmpereMover(square(comm, 10), RingMonitor(**RING), rtol=1e-6, max_it=3)
     with pytest.raises(SolverError):
@@ -277,7 +278,7 @@ def test_cli_move(tmp_path, np_):
     assert out.returncode == 0, out.stderr
     assert "CONVERGED_RTOL" in out.stdout and "equidistribution_cv" in out.stdout
     data = json.loads((tmp_path / "r.json").read_text())
-    assert data["result"]["info"]["quality"]["inverted"] == 0
+    assert data["result"]["quality"]["inverted"] == 0
     assert (tmp_path / "m.png").exists() and (tmp_path / "m.xdmf").exists()
     # moving the written mesh again with a constant monitor: read back, 0 iterations
     again = run_cli(["move", "--mesh", str(tmp_path / "m.xdmf"), "--monitor", "constant"], np_=np_)
@@ -347,3 +348,31 @@ def test_field_monitor_fast_path_matches_parallel_interpolation(comm):
     vals = mon.evaluate(mover.space.V, x)
     assert_all(comm, np.allclose(vals, 1 + 5 * np.maximum(f.x.array, 0) / mon.smax, atol=1e-10),
                "monitor values differ from the interpolated indicator")
+
+
+def test_movers_by_name_and_by_option(comm):
+    import dolfinx
+
+    from hybridsolve.movement import MongeAmpereMover, MoveReason, create_mover, mover_names
+    from hybridsolve.stack import PETSc
+
+    assert "monge-ampere" in mover_names()
+    mesh = dolfinx.mesh.create_unit_square(comm, 8, 8)
+    with pytest.raises(InputError, match="did you mean 'monge-ampere'"):
+        create_mover("monge-ampre", mesh, RingMonitor())
+    opts = PETSc.Options()
+    opts["mover_type"] = "monge-ampere"
+    try:
+        mover = create_mover(None, mesh, RingMonitor(alpha=5.0, beta=50.0), rtol=1e-4)
+    finally:
+        opts.delValue("mover_type")
+    assert isinstance(mover, MongeAmpereMover)
+    res = mover.move()
+    assert res.reason == MoveReason.CONVERGED_RTOL and res.reason_name == "CONVERGED_RTOL"
+    assert res.quality["inverted"] == 0 and res.to_dict()["reason_name"] == "CONVERGED_RTOL"
+    opts["mover_type"] = "nonsense"
+    try:
+        with pytest.raises(InputError, match="unknown mover"):
+            create_mover(None, mesh)
+    finally:
+        opts.delValue("mover_type")

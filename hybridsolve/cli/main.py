@@ -154,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
                          "(default ring)")
     mv.add_argument("--monitor-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="monitor parameter, repeatable: alpha, beta, radius, center=cx,cy")
+    mv.add_argument("--mover", default=None, help="mover by name (default: -mover_type, else "
+                                                  "monge-ampere)")
     mv.add_argument("--variant", default="relaxation", choices=["relaxation", "newton"])
     mv.add_argument("--rtol", type=float, default=1e-8, help="relative MA residual (default 1e-8)")
     mv.add_argument("--max-it", type=int, default=1000, help="iteration limit (default 1000)")
@@ -522,7 +524,7 @@ def _monitor_from_args(args: argparse.Namespace):
 
 def cmd_move(args: argparse.Namespace, comm) -> int:
     """Move one mesh by a monitor and report/write the result."""
-    from hybridsolve.movement import MongeAmpereMover, gather_cells, plot_meshes, write_mesh
+    from hybridsolve.movement import create_mover, gather_cells, plot_meshes, write_mesh
     from hybridsolve.movement import cell_metrics, mesh_quality
     from hybridsolve.options import unused_options
     from hybridsolve.parallel import print0
@@ -550,8 +552,8 @@ def cmd_move(args: argparse.Namespace, comm) -> int:
         mesh = gmsh_domain(comm, args.domain, args.n)
     monitor = _monitor_from_args(args)
     before = gather_cells(mesh)[0]
-    mover = MongeAmpereMover(mesh, monitor, variant=args.variant, rtol=args.rtol,
-                             max_it=args.max_it, pinned=True if args.pinned == "all" else None)
+    mover = create_mover(args.mover, mesh, monitor, variant=args.variant, rtol=args.rtol,
+                         max_it=args.max_it, pinned=True if args.pinned == "all" else None)
     q0 = mesh_quality(mesh, mover.evaluate_monitor(monitor, mover.xi), space=mover.space,
                       reference_sign=mover.ref_sign)
     mover.reset()

@@ -10,11 +10,14 @@ coordinates x, in place, so Functions, forms and solvers built on the mesh stay 
 
 On any failure (tangling, divergence, a bad monitor) the mesh is restored to the coordinates it
 had before the call and a :class:`~hybridsolve.errors.CollectiveError` is raised on every rank.
-A result is a :class:`~hybridsolve.solvers.result.SolveResult`: iterations, reason, the
-relative Monge–Ampère residual history, time, and quality metrics in ``info``.
+A result is a :class:`~hybridsolve.movement.result.MoveResult`: iterations, a
+:class:`~hybridsolve.movement.result.MoveReason`, the relative Monge–Ampère residual history,
+time, quality metrics and mover-specific ``info``.
 
-Learned movers implement :meth:`Mover._solve` (return new vertex coordinates) and inherit the
-boundary projector, the tangling check, field transfer, timing and the metrics.
+Movers are selected by name from the registry (:func:`create_mover`, ``-mover_type``,
+``hybridsolve move --mover``). A new mover is a :class:`Mover` subclass implementing
+:meth:`Mover._solve` (return new vertex coordinates; it inherits the boundary projector, the
+tangling check, field transfer, timing and the metrics) plus one :func:`register_mover` line.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from hybridsolve.movement.geometry import Snapshot, VertexSpace, count_inverted,
 from hybridsolve.movement.monitors import Monitor, as_monitor, check_monitor_values, lumped_mass
 from hybridsolve.options import check_prefix, defaults_under_prefix
 from hybridsolve.parallel import print0
-from hybridsolve.solvers.result import SolveResult
+from hybridsolve.movement.result import MoveReason, MoveResult
 from hybridsolve.stack import MPI, PETSc
 
 import dolfinx  # noqa: E402
@@ -38,14 +41,16 @@ import dolfinx.fem.petsc  # noqa: E402
 import dolfinx.la  # noqa: E402
 import ufl  # noqa: E402
 
-__all__ = ["Mover", "MongeAmpereMover", "MeshTanglingError"]
+__all__ = ["Mover", "MongeAmpereMover", "MeshTanglingError", "register_mover", "get_mover",
+           "mover_names", "create_mover", "MOVERS"]
 
 
 class MeshTanglingError(SolverError):
     """A move would invert cells; the mesh was left as it was."""
 
 
-_REASONS = {2: "CONVERGED_RTOL", -3: "DIVERGED_ITS", -4: "DIVERGED_DTOL"}
+_REASONS = {2: MoveReason.CONVERGED_RTOL, -3: MoveReason.DIVERGED_MAX_IT,
+            -4: MoveReason.DIVERGED_DTOL}   # the algorithms' internal codes
 
 
 class Mover:
@@ -129,7 +134,7 @@ class Mover:
                                     "a smaller pseudo-time step or pinned boundaries)")
 
     def move(self, monitor: Any = None, fields: Sequence[Any] = (), *,
-             raise_on_fail: bool = True) -> SolveResult:
+             raise_on_fail: bool = True) -> MoveResult:
         """Move the mesh in place from the computational coordinates by ``monitor``.
 
         Args:
@@ -152,7 +157,7 @@ class Mover:
         try:
             x_new, its, reason, hist, info = self._solve(mon, log)
             if reason < 0 and raise_on_fail:
-                raise SolverError(f"{type(self).__name__} did not converge: {_REASONS[reason]} "
+                raise SolverError(f"{type(self).__name__} did not converge: {_REASONS[reason].name} "
                                   f"after {its} iterations (residual {hist[-1]:.3e}); "
                                   "the mesh was left unchanged")
             self.check_tangling(x_new, its)
@@ -170,10 +175,10 @@ class Mover:
         info["quality"] = mesh_quality(self.mesh, self.monitor_values, space=sp,
                                        reference_sign=self.ref_sign)
         info["monitor"] = mon.name
-        res = SolveResult(iterations=its, reason=reason, reason_name=_REASONS[reason],
-                          residual_history=np.asarray(hist, float),
-                          residual_norm="monge-ampere relative L2", true_residual=float(hist[-1]),
-                          time=elapsed, method=self.method, info=info)
+        res = MoveResult(iterations=its, reason=_REASONS[reason],
+                         residual_history=np.asarray(hist, float),
+                         residual="monge-ampere relative L2", time=elapsed, method=self.method,
+                         quality=info["quality"], info=info)
         if log:
             q = info["quality"]
             print0(f"{self.method}: {its} its, {res.reason_name}, residual {hist[-1]:.2e}, "
@@ -647,3 +652,47 @@ class MongeAmpereMover(Mover):
         return x, it, reason, hist, {"linear_iterations": lin_its, "backtracks": backtracks,
                                      "relaxation_steps": relax_steps,
                                      "inner_iterations": self._inner_its, "rtol": self.rtol}
+
+
+# --- the mover registry ------------------------------------------------------------------------
+#: name -> Mover subclass; a new mover is one class and one register_mover line
+MOVERS: dict[str, type] = {}
+
+
+def register_mover(name: str, cls: type) -> type:
+    """Make ``cls`` (a :class:`Mover` subclass) selectable as ``-mover_type name``."""
+    if not (isinstance(cls, type) and issubclass(cls, Mover)):
+        raise InputError(f"register_mover({name!r}): {cls!r} is not a Mover subclass")
+    if name in MOVERS:
+        raise InputError(f"mover {name!r} is already registered")
+    MOVERS[name] = cls
+    return cls
+
+
+def mover_names() -> list[str]:
+    return list(MOVERS)
+
+
+def get_mover(name: str) -> type:
+    """The mover class registered as ``name`` (an unknown name names the closest)."""
+    import difflib
+
+    if name not in MOVERS:
+        close = difflib.get_close_matches(name, MOVERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown mover {name!r}{hint}; known: {', '.join(MOVERS)}")
+    return MOVERS[name]
+
+
+def create_mover(name: str | None, mesh: Any, monitor: Any = None, *, prefix: str = "mover_",
+                 **kwargs: Any) -> Mover:
+    """A mover by name, on ``mesh``; ``name=None`` reads ``-<prefix>type`` (with the default
+    prefix: ``-mover_type``), default ``monge-ampere``. Other arguments go to the class."""
+    prefix = check_prefix(prefix)
+    if name is None:
+        opts = PETSc.Options(prefix)
+        name = opts.getString("type", "monge-ampere") if opts.hasName("type") else "monge-ampere"
+    return get_mover(name)(mesh, monitor, prefix=prefix, **kwargs)
+
+
+register_mover("monge-ampere", MongeAmpereMover)
