@@ -94,13 +94,6 @@ def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COM
     * Ctrl-C (SIGINT, also when it arrives inside a PETSc callback) ends every rank with one
       line and exit code 130.
     """
-    if not debug:
-        try:  # PETSc's own trace printer: its message reaches us in the exception
-            from hybridsolve.stack import PETSc
-
-            PETSc.Sys.pushErrorHandler("ignore")
-        except Exception:  # noqa: BLE001 - PETSc not usable: nothing to silence
-            pass
     try:
         code = main()
         return int(code or 0)

@@ -63,3 +63,12 @@ def test_every_registered_method_names_importable_types(name):
             module, _, cls = opts[key].rpartition(".")
             assert hasattr(importlib.import_module(module), cls), opts[key]
     assert METHODS[name].description
+
+
+def test_benchmarks_doc_is_regenerated_from_the_results():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmarks_doc.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
