@@ -241,3 +241,22 @@ def test_ctrl_c_ends_with_one_line_and_exit_130():
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.strip() == "hybridsolve: interrupted", (p.returncode, err)
+
+
+@pytest.mark.serial
+def test_tune_resumes_from_its_checkpoint_and_refuses_another_configuration(tmp_path):
+    ck = tmp_path / "learner.json"
+    base = ["tune", "--family", "grid", "--n", "12", "--learner", "tsallis", "--quiet",
+            "--checkpoint", str(ck)]
+    r = run_cli([*base, "--count", "3", "--json", str(tmp_path / "a.json")])
+    assert r.returncode == 0, r.stderr
+    r = run_cli([*base, "--count", "5", "--json", str(tmp_path / "b.json")])
+    assert r.returncode == 0 and "continuing at system 3 of 5" in r.stdout, r.stdout + r.stderr
+    assert len(json.loads((tmp_path / "b.json").read_text())["results"]) == 2
+    assert json.loads(ck.read_text())["t"] == 5
+    r = run_cli([*base[:5], "--learner", "igw", "--quiet", "--checkpoint", str(ck),
+                 "--count", "6"])
+    assert r.returncode == 2 and "another configuration" in r.stderr and "igw" in r.stderr, r.stderr
+    r = run_cli(["tune", "--family", "grid", "--n", "13", "--learner", "tsallis", "--quiet",
+                 "--checkpoint", str(ck), "--count", "6"])
+    assert r.returncode == 2 and "n 12 (now 13)" in r.stderr, r.stderr

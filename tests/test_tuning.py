@@ -264,9 +264,12 @@ def test_tune_cli_writes_results_and_resumes_from_checkpoint(tmp_path):
     assert len(data["values"]) == 30 and data["learner"]["kind"] == "chebcb"
     assert all(r["true_residual"] <= 1.01e-8 for r in data["results"])
     assert png.stat().st_size > 10_000 and load_learner(ck).t == 30
-    p = run_cli(args)  # resumes: the learner has now seen 60 solves
-    assert p.returncode == 0, p.stderr
-    assert load_learner(ck).t == 60
+    p = run_cli(args)  # the checkpoint says the sequence is done: nothing is solved again
+    assert p.returncode == 0 and "nothing left to do" in p.stdout, p.stderr
+    assert load_learner(ck).t == 30
+    longer = [a if a != "30" else "40" for a in args]
+    p = run_cli(longer)  # heat is sequential: resuming mid-sequence is refused, not faked
+    assert p.returncode == 2 and "cannot resume at system 30" in p.stderr, p.stderr
     p = run_cli(["tune", "--family", "heat", "--n", "8", "--count", "2", "--values", "1,2.5"])
     assert p.returncode == 2 and "outside (0, 2)" in p.stderr
     p = run_cli(["tune", "--family", "grid", "--n", "8", "--count", "2", "--learner", "chebcb"])

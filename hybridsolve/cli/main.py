@@ -340,6 +340,12 @@ def cmd_tune(args: argparse.Namespace, comm) -> int:
             raise InputError(f"--context-range: expected low,high, got {args.context_range!r}") from None
     values = _values(args.values)
     kwargs = {"bins": args.bins} if args.learner.replace("_", "-") == "binned-tsallis" else {}
+    # what a checkpoint must agree on to be resumed (--count may grow)
+    kwargs["run"] = {"family": args.family, "n": args.n, "seed": args.seed,
+                     "opt": sorted(args.opt), "learner": args.learner,
+                     "learner_seed": args.learner_seed, "values": args.values,
+                     "option": args.option, "method": args.method, "cost": args.cost,
+                     "rtol": args.rtol, "context": args.context, "prefix": args.prefix}
     if args.option:
         if values is None:
             raise InputError("--option needs --values, the candidate values")
@@ -357,7 +363,15 @@ def cmd_tune(args: argparse.Namespace, comm) -> int:
     print0(f"hybridsolve tune: {family!r} on {comm.size} rank(s); learner {tuner.learner.kind} "
            f"over {tuner.learner.n_arms} values of {what}, cost {tuner.cost}, context "
            f"{context or 'none'}", comm=comm)
-    results = run_tuned_sequence(family, tuner, context=context, progress=not args.quiet)
+    start = tuner.learner.t if tuner.resumed else 0
+    if start:
+        print0(f"resuming from {args.checkpoint}: systems 0..{start - 1} done, continuing at "
+               f"system {start} of {family.count}", comm=comm)
+    if start >= family.count:
+        print0("nothing left to do (raise --count to continue the sequence)", comm=comm)
+        return 0
+    results = run_tuned_sequence(family, tuner, context=context, progress=not args.quiet,
+                                 start=start)
     _summary(results, comm)
     print0(tuner.summary(), comm=comm)
     if comm.rank == 0 and args.json:

@@ -247,7 +247,7 @@ class ProblemFamily(abc.ABC):
         for i in range(self.count):
             yield self.system(i, comm)
 
-    def solve_each(self, comm, solve: Callable[[LinearSystem], Any], params=None
+    def solve_each(self, comm, solve: Callable[[LinearSystem], Any], params=None, start: int = 0
                    ) -> Iterator[tuple[int, LinearSystem, Any]]:
         """Solve every system in order with ``solve(system) -> SolveResult``; yields ``(i,
         system, result)``. Sequential families get the previous solution (and keep it as the
@@ -255,7 +255,7 @@ class ProblemFamily(abc.ABC):
         system is destroyed after the caller resumes."""
         previous = None
         try:
-            for i in range(self.count):
+            for i in range(start, self.count):
                 if params is not None:
                     system = self.system_from_params(params[i], comm, index=i, previous=previous)
                 else:

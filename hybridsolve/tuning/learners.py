@@ -167,11 +167,15 @@ class Learner(abc.ABC):
                 "rng": self.rng.bit_generator.state, "history": self.history,
                 "state": self._state()}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`state_dict` as JSON (atomically: a crash never leaves half a file)."""
+    def save(self, path: str | os.PathLike, run: dict | None = None) -> Path:
+        """Write :meth:`state_dict` as JSON (atomically: a crash never leaves half a file);
+        ``run`` (what the run that owns the learner was configured with) is stored with it."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state_dict()))
+        state = self.state_dict()
+        if run is not None:
+            state["run"] = run
+        tmp.write_text(json.dumps(state))
         os.replace(tmp, path)
         return path
 
@@ -570,8 +574,9 @@ def learner_from_state(state: dict[str, Any]) -> Learner:
     return learner
 
 
-def load_learner(path: str | os.PathLike) -> Learner:
-    """Read a learner written by :meth:`Learner.save`."""
+def load_learner(path: str | os.PathLike, run: dict | None = None) -> Learner:
+    """Read a learner written by :meth:`Learner.save`; with ``run``, a checkpoint written by a
+    run of another configuration is refused, naming what differs."""
     path = Path(path)
     try:
         state = json.loads(path.read_text())
@@ -579,6 +584,14 @@ def load_learner(path: str | os.PathLike) -> Learner:
         raise InputError(f"learner checkpoint {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"learner checkpoint {path} is not valid JSON ({err})") from None
+    if run is not None and isinstance(state, dict):
+        saved = state.get("run") or {}
+        keys = sorted(set(run) | set(saved))
+        diff = [f"{k} {saved.get(k)!r} (now {run.get(k)!r})" for k in keys
+                if json.dumps(saved.get(k)) != json.dumps(run.get(k))]
+        if diff:
+            raise InputError(f"checkpoint {path} is from another configuration: "
+                             f"{'; '.join(diff)}; use another --checkpoint or delete it")
     try:
         return learner_from_state(state)
     except InputError as err:

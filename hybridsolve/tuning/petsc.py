@@ -46,7 +46,8 @@ class _Tuner:
 
     def __init__(self, solver: KrylovSolver, learner: Learner | str, *, values=None,
                  cost: str = "iterations", context_range=None, seed: int = 0,
-                 checkpoint: str | Path | None = None, **learner_kwargs: Any) -> None:
+                 checkpoint: str | Path | None = None, run: dict | None = None,
+                 **learner_kwargs: Any) -> None:
         if not isinstance(solver, KrylovSolver):
             raise InputError(f"{type(self).__name__} wraps a hybridsolve KrylovSolver, got "
                              f"{type(solver).__name__}")
@@ -60,13 +61,16 @@ class _Tuner:
         self.comm: MPI.Comm = solver.ksp.getComm().tompi4py()
         self.rank = self.comm.rank
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.run = run
+        self.resumed = False
         self.learner_time = 0.0
         self.results: list[SolveResult] = []
         self.values: list[float] = []
         # Every rank builds (and so validates) the learner: bad input fails everywhere alike.
         # Only rank 0's learner ever observes; the others stay as built.
         if self.checkpoint is not None and self.checkpoint.exists():
-            learner = collective_call(self.comm, lambda: load_learner(self.checkpoint))
+            learner = collective_call(self.comm, lambda: load_learner(self.checkpoint, self.run))
+            self.resumed = True
         elif isinstance(learner, str):
             kwargs = dict(learner_kwargs, seed=seed)
             if values is not None:
@@ -141,7 +145,7 @@ class _Tuner:
             try:
                 self.learner.observe(cost)
                 if self.checkpoint is not None:
-                    self.learner.save(self.checkpoint)
+                    self.learner.save(self.checkpoint, self.run)
             except InputError as e:
                 err = str(e)
         err = self.comm.bcast(err, root=0)
@@ -283,9 +287,11 @@ def context_of(system, spec: str | None) -> float | None:
 
 
 def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
-                       progress: bool = False, every: int = 0) -> list[SolveResult]:
-    """Solve every system of ``family`` through ``tuner`` (warm starts and the previous
-    solution for sequential families, as the family recommends); returns the results.
+                       progress: bool = False, every: int = 0, start: int = 0) -> list[SolveResult]:
+    """Solve the systems ``start, start + 1, ...`` of ``family`` through ``tuner`` (warm starts
+    and the previous solution for sequential families, as the family recommends); returns the
+    results. ``start > 0`` resumes a sequence (e.g. at the learner's round count after a
+    checkpoint); a sequential family cannot resume (each system needs the previous solution).
 
     ``progress`` shows a progress bar on rank 0; ``every > 0`` prints one line per ``every``
     solves instead.
@@ -297,7 +303,7 @@ def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
     if progress and comm.rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=family.count, desc=f"tune {family.name}", unit="solve")
+        bar = tqdm(total=family.count, initial=start, desc=f"tune {family.name}", unit="solve")
     results = []
 
     def solve_one(system):
@@ -306,7 +312,11 @@ def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
         res.info["context"] = ctx
         return res
 
-    for i, system, res in family.solve_each(comm, solve_one):
+    if start and family.sequential:
+        raise InputError(f"{family.name} is sequential (each system needs the previous "
+                         f"solution): it cannot resume at system {start}; start it again with "
+                         "a new checkpoint")
+    for i, system, res in family.solve_each(comm, solve_one, start=start):
         results.append(res)
         if bar is not None:
             bar.update(1)
