@@ -1,0 +1,118 @@
+"""``hybridsolve move``: move a mesh by a monitor and write it with its quality."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from hybridsolve.errors import InputError
+from hybridsolve.cli.args import family_opts
+
+
+_EXPR_NAMES = {k: getattr(__import__("numpy"), k) for k in (
+    "exp", "sin", "cos", "tan", "tanh", "cosh", "sinh", "sqrt", "abs", "log", "pi", "arctan2",
+    "minimum", "maximum", "where")}
+
+
+def _monitor_from_args(args: argparse.Namespace):
+    import numpy as np
+
+    from hybridsolve.movement import BallMonitor, CallableMonitor, ConstantMonitor, RingMonitor
+
+    opts = family_opts(args.monitor_opt)
+    kw: dict[str, Any] = {}
+    for k, v in opts.items():
+        try:
+            kw[k] = tuple(float(t) for t in v.split(",")) if k == "center" else float(v)
+        except ValueError:
+            raise InputError(f"--monitor-opt {k}={v!r}: not a number") from None
+    name = args.monitor
+    kinds = {"ring": RingMonitor, "ball": BallMonitor}
+    try:
+        if name in kinds:
+            return kinds[name](**kw)
+        if name == "constant":
+            return ConstantMonitor(kw.get("value", 1.0))
+    except TypeError as err:
+        raise InputError(f"--monitor-opt for {name}: {err}") from None
+    if name.startswith("expr:"):
+        code = name[5:]
+        try:
+            compiled = compile(code, "<monitor>", "eval")
+        except SyntaxError as err:
+            raise InputError(f"--monitor expression {code!r}: {err.msg}") from None
+
+        def fn(x):
+            env = dict(_EXPR_NAMES, x=x[0], y=x[1], z=x[2] if len(x) > 2 else 0 * x[0])
+            try:
+                out = eval(compiled, {"__builtins__": {}}, env)  # noqa: S307 - the user's own expression
+            except Exception as err:  # noqa: BLE001
+                raise InputError(f"--monitor expression {code!r} failed: {err}") from None
+            return np.broadcast_to(np.asarray(out, dtype=float), x[0].shape)
+
+        return CallableMonitor(fn, name=code)
+    raise InputError(f"unknown monitor {name!r}: ring, ball, constant or expr:<expression>")
+
+
+def cmd_move(args: argparse.Namespace, comm) -> int:
+    """Move one mesh by a monitor and report/write the result."""
+    from hybridsolve.movement import create_mover, gather_cells, plot_meshes, write_mesh
+    from hybridsolve.movement import cell_metrics, mesh_quality
+    from hybridsolve.options import unused_options
+    from hybridsolve.parallel import print0
+
+    import dolfinx
+    import dolfinx.io
+
+    if args.mesh is not None:
+        if not args.mesh.exists():
+            raise InputError(f"mesh file {args.mesh} does not exist")
+        try:
+            with dolfinx.io.XDMFFile(comm, str(args.mesh), "r") as xf:
+                mesh = xf.read_mesh(name=args.mesh_name)
+        except RuntimeError as err:
+            raise InputError(f"cannot read mesh {args.mesh_name!r} from {args.mesh}: {err}") from None
+    elif args.square is not None:
+        if args.square < 1:
+            raise InputError("--square needs N >= 1")
+        mesh = dolfinx.mesh.create_unit_square(comm, args.square, args.square)
+    else:
+        from hybridsolve.problems.fem import gmsh_domain
+
+        if args.domain not in ("lshape", "square_hole"):
+            raise InputError(f"unknown --domain {args.domain!r}: lshape or square_hole")
+        mesh = gmsh_domain(comm, args.domain, args.n)
+    monitor = _monitor_from_args(args)
+    before = gather_cells(mesh)[0]
+    mover = create_mover(args.mover, mesh, monitor, variant=args.variant, rtol=args.rtol,
+                         max_it=args.max_it, pinned=True if args.pinned == "all" else None)
+    q0 = mesh_quality(mesh, mover.evaluate_monitor(monitor, mover.xi), space=mover.space,
+                      reference_sign=mover.ref_sign)
+    mover.reset()
+    print0(f"moving {q0['cells']} cells on {comm.size} rank(s) by {monitor.name} "
+           f"({mover.method}, rtol {mover.rtol:g})", comm=comm)
+    res = mover.move()
+    q = res.info["quality"]
+    print0(res.summary(), comm=comm)
+    print0(f"  {'':22s} {'before':>10s} {'after':>10s}", comm=comm)
+    for key in ("equidistribution_cv", "weighted_volume_ratio", "volume_ratio", "aspect_ratio_max",
+                "q_eq_max", "q_ali_max", "inverted"):
+        print0(f"  {key:22s} {q0[key]:10.4g} {q[key]:10.4g}", comm=comm)
+    if args.out:
+        path = write_mesh(mesh, args.out, monitor_values=mover.monitor_values, space=mover.space)
+        print0(f"wrote {path}", comm=comm)
+    if args.plot:
+        cm = cell_metrics(mesh, mover.monitor_values, space=mover.space)
+        after, vals = gather_cells(mesh, cm["equidistribution"])
+        if comm.rank == 0:
+            plot_meshes([("before", before, None), (f"after ({res.iterations} its)", after, vals)],
+                        args.plot, label="m|K| / mean", title=f"{mover.method}: {monitor.name}")
+        print0(f"wrote {args.plot}", comm=comm)
+    if args.json and comm.rank == 0:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"result": res.to_dict(), "quality_before": q0}, indent=1))
+    left = unused_options()
+    if left:
+        print0(f"WARNING: PETSc options nobody used: {' '.join(left)}", comm=comm)
+    return 0
