@@ -72,3 +72,13 @@ def test_benchmarks_doc_is_regenerated_from_the_results():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "benchmarks_doc.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_h5py_only_where_hdf5_is_read_or_written():
+    import subprocess
+    import sys
+
+    code = ("import sys; import hybridsolve.recycling.petsc, hybridsolve.learned.petsc, "
+            "hybridsolve.datagen, hybridsolve.cli.main; print('h5py' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr

@@ -1,0 +1,73 @@
+"""The datagen job: draw, sort, solve the chains, verify, write."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hybridsolve.errors import SolverError
+from hybridsolve.datagen.config import DatagenConfig, solver_options
+from hybridsolve.datagen.store import Parts, _prepare
+from hybridsolve.datagen.chain import _solve_chain, _verify
+from hybridsolve.datagen.dataset import _assemble
+
+
+# --- the job -------------------------------------------------------------------------------------
+def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
+    """Generate (or finish) the dataset described by ``cfg``; returns a summary (every rank)."""
+    from hybridsolve.problems import get_family
+    from hybridsolve.recycling.sorting import order as sort_order
+    from hybridsolve.stack import MPI
+
+    comm = comm or MPI.COMM_WORLD
+    cfg.validate()
+    family = get_family(cfg.family, cfg.n, cfg.count, cfg.seed, **cfg.options)
+    if family.sequential and cfg.mode == "data" and comm.size > 1:
+        cfg.mode = "domain"  # a time-stepping chain cannot be split
+    name, opts = solver_options(cfg, family)
+    t_start = time.perf_counter()
+    if _prepare(cfg, comm) == "done":
+        return {"status": "already complete", "out": cfg.out}
+    params = family.all_params()
+    t0 = time.perf_counter()
+    if family.sequential:
+        perm = np.arange(cfg.count)
+    else:
+        metric = "l1" if family.name == "thermal" else "fro"
+        perm = sort_order(params, cfg.order, seed=cfg.seed, metric=metric) if comm.rank == 0 else None
+        perm = comm.bcast(perm, root=0)
+    t_sort = time.perf_counter() - t0
+    parts = Parts(Path(cfg.out))
+    stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0}
+    for _round in range(3):
+        fresh: set[int] = set()
+        _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress, fresh)
+        comm.Barrier()
+        fresh_all = set().union(*comm.allgather(fresh))
+        bad = _verify(cfg, family, params, parts, comm, fresh_all)
+        stats["removed"] += bad
+        if bad == 0:
+            break
+    else:
+        raise SolverError(f"datagen: {bad} samples failed verification three times")
+    t_solve = time.perf_counter() - t_start - t_sort
+    summary = None
+    methods = [m for m in comm.allgather(stats.get("method")) if m]
+    if comm.rank == 0:
+        from hybridsolve.stack import PETSc
+
+        given = {k[len("datagen_"):]: v for k, v in PETSc.Options().getAll().items()
+                 if k.startswith("datagen_")}
+        effective = {**{k: str(v) for k, v in opts.items()}, **{k: str(v) for k, v in given.items()}}
+        summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size, t_sort,
+                            time.perf_counter() - t_start, methods[0] if methods else None)
+        shutil.rmtree(parts.dir, ignore_errors=True)
+    summary = comm.bcast(summary, root=0)
+    summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,
+                   phase_time=t_solve, ranks=comm.size, mode=cfg.mode,
+                   solved_here=comm.allreduce(stats["solved"]),
+                   resumed=comm.allreduce(stats["skipped"]), removed=comm.allreduce(stats["removed"]))
+    return summary

@@ -1,0 +1,107 @@
+"""The restartable parts store: one atomic file per verified sample under ``<out>.parts/``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hybridsolve.errors import InputError
+from hybridsolve.stack import import_h5py
+from hybridsolve.datagen.config import DatagenConfig
+
+
+# --- parts: one atomic file per verified sample --------------------------------------------------
+class Parts:
+    """The ``<out>.parts/`` folder: ``config.json`` and one ``s<index>.npy`` per sample.
+
+    A part is one float64 array: the fields of :data:`PART_FIELDS` followed by the solution
+    (a plain .npy reads several times faster than an .npz archive, which matters when the final
+    assembly reads tens of thousands of them).
+    """
+
+    PART_FIELDS = ("iterations", "time", "true_residual", "reason", "chain_position", "rank")
+
+    def __init__(self, out: Path) -> None:
+        self.dir = Path(str(out) + ".parts")
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"s{index:07d}.npy"
+
+    def has(self, index: int) -> bool:
+        return self.path(index).exists()
+
+    def write(self, index: int, x: np.ndarray, **fields) -> None:
+        head = np.array([float(fields[k]) for k in self.PART_FIELDS])
+        tmp = self.dir / f".tmp-{os.getpid()}-{index}.npy"
+        # written whole under a temporary name, then renamed: a reader (or a resumed run) sees
+        # the complete file or none. No fsync: a killed process loses nothing the kernel has;
+        # only a machine crash could, and the final verification catches what it would.
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.concatenate([head, np.asarray(x, dtype=float)]))
+        os.replace(tmp, self.path(index))
+
+    def read(self, index: int) -> dict | None:
+        try:
+            arr = np.load(self.path(index), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        k = len(self.PART_FIELDS)
+        if arr.ndim != 1 or arr.size <= k or not np.all(np.isfinite(arr)):
+            return None
+        out = {name: arr[i] for i, name in enumerate(self.PART_FIELDS)}
+        out["x"] = arr[k:]
+        return out
+
+    def remove(self, index: int) -> None:
+        try:
+            self.path(index).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _prepare(cfg: DatagenConfig, comm) -> str | None:
+    """Rank 0 checks/creates the parts folder and any existing dataset; returns 'done' when the
+    dataset already exists for this configuration. Raises the same InputError on every rank."""
+    out, parts = Path(cfg.out), Parts(Path(cfg.out))
+    msg, state = None, None
+    if comm.rank == 0:
+        try:
+            if out.exists():
+                prov = _read_provenance(out)
+                if prov is None or prov.get("config_digest") != cfg.digest():
+                    msg = (f"datagen: {out} exists and was made with another configuration "
+                           f"({(prov or {}).get('identity', 'unreadable')}); choose another --out "
+                           "or delete it")
+                else:
+                    state = "done"
+            if msg is None and state is None:
+                parts.dir.mkdir(parents=True, exist_ok=True)
+                cfg_file = parts.dir / "config.json"
+                if cfg_file.exists():
+                    old = json.loads(cfg_file.read_text())
+                    if old.get("digest") != cfg.digest():
+                        msg = (f"datagen: {parts.dir} holds samples of another configuration "
+                               f"({old.get('identity')}); delete it or choose another --out")
+                else:
+                    tmp = parts.dir / ".config.json.tmp"
+                    tmp.write_text(json.dumps({"digest": cfg.digest(), "identity": cfg.identity()}))
+                    os.replace(tmp, cfg_file)
+        except OSError as err:
+            msg = f"datagen: cannot prepare {out}: {err}"
+    msg, state = comm.bcast((msg, state), root=0)
+    if msg:
+        raise InputError(msg)
+    return state
+
+
+def _read_provenance(path: Path) -> dict | None:
+    h5py = import_h5py()
+
+    try:
+        with h5py.File(path, "r") as f:
+            return json.loads(f.attrs["provenance"])
+    except (OSError, KeyError, ValueError):
+        return None
