@@ -4,8 +4,9 @@ monitors, and quality metrics. See :mod:`hybridsolve.movement.mover`."""
 from hybridsolve.movement.monitors import (BallMonitor, CallableMonitor, ConstantMonitor,
                                            GradientMonitor, HessianMonitor, Monitor, RingMonitor,
                                            as_monitor, recover_gradient, recover_hessian)
-from hybridsolve.movement.mover import (MOVERS, MeshTanglingError, MongeAmpereMover, Mover,
-                                        create_mover, get_mover, mover_names, register_mover)
+from hybridsolve.movement.mover import (MOVERS, MeshTanglingError, Mover, create_mover,
+                                        get_mover, mover_names, register_mover)
+from hybridsolve.movement.monge_ampere import MongeAmpereMover
 from hybridsolve.movement.result import MoveReason, MoveResult
 from hybridsolve.movement.quality import cell_metrics, gather_cells, mesh_quality, write_mesh
 from hybridsolve.plotting import plot_meshes
