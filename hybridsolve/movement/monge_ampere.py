@@ -1,10 +1,12 @@
 """The Monge–Ampère mover (McRae, Cotter & Budd 2018) for DOLFINx meshes: relaxation (pseudo-time
 stepping) and Newton variants of m(x) det(I + H(phi)) = theta, x = xi + grad phi.
 
-Newton stays our own loop rather than PETSc SNES: every trial step of its line search must be
-checked for inverted cells (a tangled mesh is never accepted) and may fall back to a relaxation
-step, which SNES's line searches cannot express; its Jacobian is matrix-free (Hessian recovery,
-gradient projection, monitor and theta linearised) and preconditioned by GAMG on the Laplacian.
+Newton is still our own loop, not PETSc SNES (not tried yet, issue 12): every trial step of its
+line search is checked for inverted cells (a tangled mesh is never accepted) and, where no step
+helps, a relaxation step is taken instead. In SNES that needs a shell line search
+(``SNESLineSearchShell``) carrying the same logic, so the iteration counts (7 on the Helmholtz
+reference case) would come from the same code; the Jacobian is matrix-free (Hessian recovery,
+gradient projection, monitor and theta linearised), GMRES preconditioned by GAMG on the Laplacian.
 """
 
 from __future__ import annotations
