@@ -74,6 +74,7 @@ def test_benchmarks_doc_is_regenerated_from_the_results():
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.serial   # starts its own python process (under mpiexec it would inherit the PMI)
 def test_h5py_only_where_hdf5_is_read_or_written():
     import subprocess
     import sys
