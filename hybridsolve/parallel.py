@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -69,16 +72,54 @@ def petsc_error_line(exc: BaseException) -> str:
     return f"{head}: {'; '.join(msgs)}" if msgs else head
 
 
-def _report(exc: BaseException, comm: MPI.Comm, debug: bool = False) -> None:
+def _message(exc: BaseException, comm: MPI.Comm, debug: bool = False) -> str:
+    """The report of a failure: one line (PETSc's message for a PETSc error), the traceback
+    first with ``debug`` or for an unexpected exception (a bug)."""
     where = f" (rank {comm.rank} of {comm.size})" if comm.size > 1 else ""
     petsc = _petsc_error(exc)
     if isinstance(exc, CollectiveError) or petsc is None:
         msg = f"hybridsolve: error{where}: {exc}"
     else:
-        msg = f"hybridsolve: error{where}: {petsc_error_line(petsc)} (--debug for the trace)"
+        msg = f"hybridsolve: error{where}: {petsc_error_line(petsc)}"
+        if not debug:
+            msg += " (--debug for the trace)"
     if debug or not (isinstance(exc, CollectiveError) or petsc is not None):
         msg = "".join(traceback.format_exception(exc)) + msg
-    print(msg, file=sys.stderr, flush=True)
+    return msg
+
+
+#: How long a rank other than 0 waits before it reports a failure and ends the job, so that when
+#: every rank fails alike (a bad option value, Ctrl-C in a terminal) rank 0 alone reports it.
+GRACE_S = 0.5
+
+
+def _end_job(comm: MPI.Comm, code: int, message: str) -> int:
+    """Print ``message`` and end: return ``code`` on one rank; on several, ``MPI_Abort`` (a rank
+    waiting in a collective would otherwise wait forever), after a short grace on ranks other
+    than 0 (rank 0's abort ends them first when it failed too: one message, not one per rank).
+    MPI's own abort notice is silenced: the message is the report."""
+    if comm.size > 1 and comm.rank != 0:
+        time.sleep(GRACE_S)
+    print(message, file=sys.stderr, flush=True)
+    if comm.size == 1:
+        return code
+    sys.stdout.flush()
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+    except OSError:  # pragma: no cover - no /dev/null
+        pass
+    MPI.COMM_WORLD.Abort(code)
+    return code  # pragma: no cover - Abort does not return
+
+
+def _ignore_sigint() -> None:
+    """A second Ctrl-C while the job ends must not print a traceback."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
 
 
 def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COMM_WORLD,
@@ -89,30 +130,29 @@ def run_collective_main(main: Callable[[], int | None], comm: MPI.Comm = MPI.COM
       raised identically on every rank: rank 0 prints the message, every rank returns exit code 2
       (input) or 3 (solver).
     * A PETSc error (a bad option value, ...) is one line with PETSc's message (its trace with
-      ``debug``); then, as for any other exception (printed with its traceback), ``MPI_Abort``
-      ends all ranks (a rank waiting in a collective would otherwise wait forever).
-    * Ctrl-C (SIGINT, also when it arrives inside a PETSc callback) ends every rank with one
-      line and exit code 130.
+      ``debug``); any other exception is printed with its traceback; exit code 1. Under MPI,
+      ``MPI_Abort`` then ends all ranks (a rank waiting in a collective would otherwise wait
+      forever); when every rank fails alike, rank 0 alone reports it.
+    * Ctrl-C (SIGINT, on one rank or all, also when it arrives inside a PETSc callback) ends
+      every rank with the one line ``hybridsolve: interrupted`` and exit code 130.
     """
     try:
         code = main()
         return int(code or 0)
     except CollectiveError as exc:
         if comm.rank == 0:
-            _report(exc, comm, debug)
+            print(_message(exc, comm, debug), file=sys.stderr, flush=True)
         return 2 if isinstance(exc, InputError) else 3
     except SystemExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - any failure must end every rank
         if _interrupted(exc):
-            print("hybridsolve: interrupted", file=sys.stderr, flush=True)
-            if comm.size > 1:
-                comm.Abort(130)
-            return 130
-        _report(exc, comm, debug)
-        if comm.size > 1:
-            MPI.COMM_WORLD.Abort(1)
-        return 1
+            _ignore_sigint()
+            msg = "hybridsolve: interrupted"
+            if debug:
+                msg = "".join(traceback.format_exception(exc)) + msg
+            return _end_job(comm, 130, msg)
+        return _end_job(comm, 1, _message(exc, comm, debug))
 
 
 def install_abort_hook() -> None:
