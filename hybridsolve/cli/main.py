@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hybridsolve.cli.args import check_outputs, unknown_flags
+from hybridsolve.cli.args import (Parser, UsageError, add_common, check_outputs,
+                                  normalise, report_unused, suggest, unknown_flags, world_rank)
+
+COMMANDS = ("problems", "solve", "datagen", "tune", "train", "move", "demo")
 
 
 def _parser() -> argparse.ArgumentParser:
     from hybridsolve.solvers.registry import method_names
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="hybridsolve", add_help=False, allow_abbrev=False,
         description="Solver-in-the-loop scientific computing on PETSc/DOLFINx. Arguments not "
                     "listed here are passed to PETSc (e.g. -ksp_monitor -pc_type gamg).")
@@ -28,16 +31,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p.add_argument("--help", action="help", help="show this help and exit (also -h)")
     p.add_argument("--version", action="version", version=f"hybridsolve {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="command",
+                           parser_class=Parser)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_, add_help=False,
-                            allow_abbrev=False)
-        sp.add_argument("--help", action="help", help="show this help and exit (also -h)")
-        sp.add_argument("--debug", action="store_true",
-                        help="on an error, show the traceback and PETSc's full trace")
-        sp.add_argument("--verbose", action="count", default=0,
-                        help="more log messages (repeat for debug output)")
+                            allow_abbrev=False,
+                            epilog="Single-dash arguments are PETSc options (-ksp_monitor, "
+                                   "-<prefix>pc_type gamg, -log_view).")
+        add_common(sp)
         return sp
 
     add("problems", "list the problem families and their options")
@@ -59,8 +61,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="SOR sweep (sor: forward by default; ssor-pcg: symmetric)")
     s.add_argument("--json", type=Path, help="write the results as JSON")
     s.add_argument("--plot", type=Path, help="write a convergence plot (PNG)")
-    s.add_argument("--strict-options", action="store_true",
-                   help="an unused (misspelt) PETSc option is an error, not a warning")
 
     g = add("datagen", "generate a neural-operator dataset (sorted chain, Krylov recycling, "
                        "restartable HDF5)")
@@ -73,13 +73,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="tolerance on ||b - Ax|| / ||b|| (default 1e-8)")
     g.add_argument("--out", required=True, help="output HDF5 file (.h5)")
     g.add_argument("--order", default="auto", help="greedy, scalable, auto, random or none")
-    g.add_argument("--solver", default="auto", help=f"auto, {', '.join(method_names())} "
-                   "(-datagen_* PETSc options override its settings, e.g. -datagen_ksp_gcrodr_k)")
+    g.add_argument("--solver", default="auto", choices=["auto", *method_names()],
+                   metavar="SOLVER",
+                   help=f"auto, {', '.join(method_names())} (default auto). The solver's own "
+                        "settings are PETSc options under the datagen prefix, e.g. "
+                        "-datagen_ksp_gcrodr_m 40 -datagen_ksp_gcrodr_k 20 -datagen_pc_type ilu")
     g.add_argument("--no-warm-start", action="store_true",
                    help="start every solve from zero instead of the chain neighbour's solution")
     g.add_argument("--mode", default="data", choices=["data", "domain"],
                    help="under MPI: split the chain over ranks (data) or distribute each system")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = add("tune", "learn SOR's omega (or any PETSc option) online across a sequence of "
                     "systems with a bandit learner (Khodak et al., ICLR 2024)")
@@ -106,11 +108,12 @@ def _parser() -> argparse.ArgumentParser:
                         "--option)")
     t.add_argument("--rtol", type=float, default=1e-8, help="relative tolerance (default 1e-8)")
     t.add_argument("--prefix", default="", help="PETSc options prefix of the solver")
-    t.add_argument("--checkpoint", type=Path, help="learner checkpoint (JSON): resumed if it "
-                                                   "exists, written after every solve")
+    t.add_argument("--checkpoint", type=Path,
+                   help="learner checkpoint (.json), written after every solve; a rerun with "
+                        "the same configuration resumes the sequence where it stopped (raise "
+                        "--count to go on), one from another configuration is refused")
     t.add_argument("--json", type=Path, help="write per-solve results and the learner state")
     t.add_argument("--plot", type=Path, help="write a plot (PNG) of cumulative cost and values")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     tr = add("train", "train a learned component: 'train dcdm' trains DCDM's network label-free "
                       "on Ritz vectors of structured-grid Poisson matrices with obstacles")
@@ -127,7 +130,6 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     mv = add("move", "move a mesh by a monitor function (Monge-Ampere r-adaptation) and write it "
                      "with its quality metrics")
@@ -163,30 +165,40 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``hybridsolve`` command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    # -h is ours; every other single-dash token is PETSc's (-help, -vec_type, ...)
-    argv = ["--help" if a == "-h" else a for a in argv]
+    argv, bad = normalise(argv, COMMANDS)
     parser = _parser()
-    args, petsc_args = parser.parse_known_args(argv)
-    from hybridsolve import stack
-
+    try:
+        if bad is not None:
+            name = bad.split("=", 1)[0]
+            known = [o for a in parser._actions for o in a.option_strings]
+            for a in parser._subparsers._group_actions:  # a command's flags, put too early
+                known += [o for sp in a.choices.values() for b in sp._actions
+                          for o in b.option_strings]
+            raise UsageError(f"hybridsolve: unknown option {name}{suggest(name, known)}")
+        args, petsc_args = parser.parse_known_args(argv)
+        typo = unknown_flags(parser, args.command, petsc_args)
+        if typo is not None:
+            raise UsageError(typo)
+    except UsageError as err:
+        if world_rank() == 0:
+            print(err, file=sys.stderr, flush=True)
+        return 2
+    from hybridsolve import log, stack
     from hybridsolve.parallel import run_collective_main
 
+    log.configure(-1 if args.quiet else args.verbose)
+    # we report options nobody used (once, rank 0); PETSc's own report at exit would repeat it
+    if not any(t.lstrip("-") == "options_left" for t in petsc_args):
+        petsc_args = [*petsc_args, "-options_left", "0"]
     comm = stack.MPI.COMM_WORLD
-    typo = unknown_flags(parser, args.command, petsc_args)
-    if typo is not None:
-        if comm.rank == 0:
-            print(typo, file=sys.stderr, flush=True)
-        return 2
-    from hybridsolve import log
-
-    log.configure(getattr(args, "verbose", 0) - int(bool(getattr(args, "quiet", False))))
 
     def body() -> int:
-        from hybridsolve.options import parse_args
+        from hybridsolve.parallel import collective_call
 
-        parse_args(petsc_args)  # fails clearly on stray tokens
-        check_outputs(args)
+        stack.parse_args(petsc_args)  # fails clearly on stray tokens
+        collective_call(comm, lambda: check_outputs(args))
         stack.init(petsc_args)
         from hybridsolve.cli import datagen, demo, move, problems, solve, train, tune
 
@@ -197,9 +209,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "tune": lambda: tune.cmd_tune(args, comm),
                     "demo": lambda: demo.cmd_demo(args, comm),
                     "move": lambda: move.cmd_move(args, comm)}
-        return commands[args.command]()
+        code = commands[args.command]()
+        report_unused(comm, args.strict_options)
+        return code
 
-    return run_collective_main(body, comm, debug=getattr(args, "debug", False))
+    return run_collective_main(body, comm, debug=args.debug)
 
 
 if __name__ == "__main__":
