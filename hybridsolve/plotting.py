@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_convergence", "plot_tuning", "plot_meshes"]
+__all__ = ["plot_convergence", "plot_tuning", "plot_meshes", "plot_wall_times"]
 
 
 def plot_convergence(results: Sequence, path: str | Path, title: str = "",
@@ -115,6 +115,30 @@ def plot_meshes(panels: list, path: str | Path, *, label: str = "", title: str =
         fig.colorbar(coll, ax=axes[0].tolist(), shrink=0.85, label=label)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_wall_times(panels: dict[str, Sequence[tuple[str, float]]], path: str | Path, *,
+                    xlabel: str = "wall time [s]", title: str = "") -> Path:
+    """Horizontal bars of wall times, one panel per key (e.g. per family), sharing the labels'
+    axis: ``{"darcy": [("independent GMRES(40)", 3.1), ("SKR", 1.2)], ...}``, first on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.4), dpi=110,
+                             sharey=True, squeeze=False)
+    for ax, (name, rows) in zip(axes[0], panels.items()):
+        ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color="tab:blue")
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+    fig.suptitle(title)
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hybridsolve.errors import SolverError
 
 
 def _demo_runs(family: str) -> list:
@@ -65,22 +66,13 @@ def cmd_demo(args: argparse.Namespace, comm) -> int:
             print0(f"  {label:58s} {its:10.1f} {wall:9.2f} {base / wall:12.2f}x "
                    f"{strong / wall:11.2f}x {res:9.1e}", comm=comm)
     if comm.rank == 0:
-        import matplotlib
+        from hybridsolve.plotting import plot_wall_times
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), dpi=110, sharey=True)
-        for ax, (family, rows) in zip(axes, tables.items()):
-            ax.barh([r[0].split(" (")[0] for r in rows][::-1], [r[3] for r in rows][::-1],
-                    color="tab:blue")
-            ax.set_xlabel(f"wall time for {args.count} samples [s]")
-            ax.set_title(family)
-        fig.suptitle(f"dataset generation on {comm.size} rank(s): independent solves vs SKR")
-        fig.tight_layout()
-        fig.savefig(out / "demo_speedup.png")
-        plt.close(fig)
-        print0(f"\nwrote the datasets out/demo_*_3.h5 and {out / 'demo_speedup.png'}", comm=comm)
+        png = plot_wall_times(
+            {family: [(r[0].split(" (")[0], r[3]) for r in rows] for family, rows in tables.items()},
+            out / "demo_speedup.png", xlabel=f"wall time for {args.count} samples [s]",
+            title=f"dataset generation on {comm.size} rank(s): independent solves vs SKR")
+        print0(f"\nwrote the datasets {out / 'demo_*_3.h5'} and {png}", comm=comm)
     if any(r[4] > 1e-8 * (1 + 1e-6) for rows in tables.values() for r in rows):
-        raise RuntimeError("demo: a sample missed the tolerance")
+        raise SolverError("demo: a sample missed the tolerance")
     return 0

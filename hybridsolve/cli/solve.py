@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 
 from hybridsolve.errors import InputError
-from hybridsolve.cli.args import family_opts
+from hybridsolve.cli.args import family_opts, report_unused
+
+log = logging.getLogger(__name__)
 
 
 def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
@@ -15,7 +17,6 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
                  method: str | None = None, omega: float | None = None,
                  sor_type: str | None = None) -> list:
     """Solve every system of ``family`` with one reusable KSP; returns the results."""
-    from hybridsolve.options import unused_options
     from hybridsolve.parallel import print0
     from hybridsolve.solvers.petsc import KrylovSolver
 
@@ -34,13 +35,8 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
 
     for i, system, res in family.solve_each(comm, solve_one, params=params):
         res.info["params_index"] = i
-        if i == 0:
-            left = unused_options()
-            if left:
-                msg = f"PETSc option(s) set but never used: {' '.join(left)} (misspelt? wrong prefix?)"
-                if strict_options:
-                    raise InputError(msg)
-                print0(f"hybridsolve: warning: {msg}", comm=comm, file=sys.stderr)
+        if i == 0:  # the solver is configured: what it did not read, nobody will
+            report_unused(comm, strict_options)
         if verbose:
             print0(f"{i:6d} {system.size:9d} {res.iterations:5d} {res.reason_name:>22s} "
                    f"{res.true_residual:12.3e} {res.time:9.4f}", comm=comm)
@@ -51,6 +47,8 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
 
 
 def print_summary(results: list, comm) -> None:
+    """One line over a sequence's results (rank 0), a warning for systems that did not
+    converge."""
     from hybridsolve.parallel import print0
 
     if not results:
@@ -62,11 +60,11 @@ def print_summary(results: list, comm) -> None:
            f"iterations mean {sum(its) / len(its):.1f} (min {min(its)}, max {max(its)}); "
            f"total solve time {sum(r.time for r in results):.3f} s", comm=comm)
     if bad:
-        print0(f"hybridsolve: warning: {len(bad)} system(s) did not converge: {bad[:10]}",
-               comm=comm, file=sys.stderr)
+        log.warning("%d system(s) did not converge: %s", len(bad), bad[:10])
 
 
 def cmd_solve(args: argparse.Namespace, comm) -> int:
+    """Solve ``--count`` systems of a family with one KSP; a table, a summary, JSON and a plot."""
     import numpy as np
 
     from hybridsolve.parallel import print0
