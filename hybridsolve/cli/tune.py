@@ -81,6 +81,7 @@ def cmd_tune(args: argparse.Namespace, comm) -> int:
         args.json.write_text(json.dumps({
             "family": family.describe(), "n": family.n, "seed": family.seed, "ranks": comm.size,
             "tuned": args.option or "pc_sor_omega", "cost": tuner.cost,
+            "first_system": start, "count": family.count,
             "values": [float(v) for v in tuner.values],
             "contexts": [r.info.get("context") for r in results],
             "results": [r.to_dict() for r in results],

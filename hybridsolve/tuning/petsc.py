@@ -290,7 +290,7 @@ def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
                        progress: bool = False, every: int = 0, start: int = 0) -> list[SolveResult]:
     """Solve the systems ``start, start + 1, ...`` of ``family`` through ``tuner`` (warm starts
     and the previous solution for sequential families, as the family recommends); returns the
-    results. ``start > 0`` resumes a sequence (e.g. at the learner's round count after a
+    results (``result.info["system"]`` is the system's index). ``start > 0`` resumes a sequence (e.g. at the learner's round count after a
     checkpoint); a sequential family cannot resume (each system needs the previous solution).
 
     ``progress`` shows a progress bar on rank 0; ``every > 0`` prints one line per ``every``
@@ -317,6 +317,7 @@ def run_tuned_sequence(family, tuner: _Tuner, *, context: str | None = None,
                          f"solution): it cannot resume at system {start}; start it again with "
                          "a new checkpoint")
     for i, system, res in family.solve_each(comm, solve_one, start=start):
+        res.info["system"] = i
         results.append(res)
         if bar is not None:
             bar.update(1)
