@@ -187,76 +187,180 @@ def test_cg_on_indefinite_family_fails_loudly():
 
 
 # --- the front door ---------------------------------------------------------------------------
-@pytest.mark.serial
+def _lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip()]
+
+
 @pytest.mark.parametrize("np_", [1, 2])
-def test_a_typo_flag_is_refused_in_one_line_with_the_closest_flag(np_):
-    r = run_cli(["solve", "--family", "grid", "--n", "8", "--rtl", "1e-6"], np_=np_)
+@pytest.mark.parametrize("args,line", [
+    (["solve", "--family", "grid", "--n", "8", "--rtl", "1e-6"],
+     "hybridsolve solve: unknown option --rtl (did you mean --rtol?)"),
+    (["solve", "--family", "grid", "--n", "8", "--rtl=1e-6"],
+     "hybridsolve solve: unknown option --rtl (did you mean --rtol?)"),
+    (["--rtl", "solve", "--family", "grid", "--n", "8"],
+     "hybridsolve: unknown option --rtl (did you mean --rtol?)"),
+    (["datagen", "--family", "grid", "--n", "8", "--count", "2", "--out", "x.h5", "--gcrodr-m",
+      "40"], "hybridsolve datagen: unknown option --gcrodr-m"),
+])
+def test_a_typo_flag_is_refused_in_one_line_with_the_closest_flag(np_, args, line):
+    r = run_cli(args, np_=np_)
     assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert lines == ["hybridsolve solve: unknown option --rtl (did you mean --rtol?)"], r.stderr
-    assert "system" not in r.stdout   # nothing was solved
+    assert _lines(r.stderr) == [line], r.stderr   # once, not once per rank
+    assert "system" not in r.stdout               # nothing was solved
 
 
-@pytest.mark.serial
+@pytest.mark.parametrize("args,message", [
+    (["solve", "--family", "grid"], "hybridsolve solve: the following arguments are required: --n"),
+    (["solve", "--family", "grid", "--n", "x"], "argument --n: invalid int value: 'x'"),
+    (["datagen", "--family", "grid", "--n", "8", "--count", "2", "--out", "x.h5", "--solver",
+      "nosuch"], "argument --solver: invalid choice: 'nosuch'"),
+    ([], "the following arguments are required: command"),
+])
+def test_a_usage_error_is_one_line_once_under_mpiexec(args, message):
+    r = run_cli(args, np_=2)
+    lines = _lines(r.stderr)
+    assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+
+
 def test_help_and_version():
-    for args in (["-h"], ["--help"], ["solve", "-h"], ["datagen", "--help"]):
+    for args in (["-h"], ["--help"], ["solve", "-h"], ["datagen", "--help"], ["-v", "tune", "-h"]):
         r = run_cli(args)
         assert r.returncode == 0 and "usage: hybridsolve" in r.stdout, (args, r.stderr)
-    assert "--solver" in run_cli(["datagen", "-h"]).stdout
+    helps = run_cli(["datagen", "-h"]).stdout
+    assert "--solver" in helps and "-datagen_ksp_gcrodr_m" in helps and "--gcrodr" not in helps
+    from hybridsolve.solvers.registry import method_names
+
+    assert all(m in " ".join(helps.split()) for m in method_names())
     r = run_cli(["--version"])
     assert r.returncode == 0 and r.stdout.strip().startswith("hybridsolve 0."), r.stdout
+    r = run_cli(["solve", "--help"], np_=2)
+    assert r.returncode == 0 and r.stdout.count("usage: hybridsolve solve") == 1, r.stdout
 
 
-@pytest.mark.serial
-def test_a_petsc_error_is_one_line_and_the_trace_needs_debug():
-    r = run_cli(["solve", "--family", "grid", "--n", "8", "-ksp_type", "nonsense"])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert r.returncode != 0 and len(lines) == 1, r.stderr
-    assert "PETSc error 86" in lines[0] and "nonsense" in lines[0], lines
-    r = run_cli(["solve", "--family", "grid", "--n", "8", "-ksp_type", "nonsense", "--debug"])
-    assert r.returncode != 0 and len(r.stderr.splitlines()) > 5, r.stderr
-
-
-@pytest.mark.serial
-@pytest.mark.parametrize("flag,path,message", [
-    ("--json", "/proc/no/such/x.json", "cannot write there"),
-    ("--plot", "out.pdf", "PNG"),
+@pytest.mark.parametrize("np_", [1, 2])
+@pytest.mark.parametrize("option,code,message", [
+    (["-ksp_type", "nonsense"], "PETSc error 86", "nonsense"),
+    (["-ksp_rtol", "abc"], "PETSc error 63", "abc has no numeric value"),
 ])
-def test_output_paths_are_checked_before_the_work(flag, path, message, tmp_path):
-    r = run_cli(["solve", "--family", "grid", "--n", "8", flag, path])
-    assert r.returncode == 2 and message in r.stderr, r.stderr
-    assert "system" not in r.stdout
+def test_a_petsc_error_is_one_line_and_the_trace_needs_debug(np_, option, code, message):
+    r = run_cli(["solve", "--family", "grid", "--n", "8", *option], np_=np_)
+    lines = _lines(r.stderr)
+    assert r.returncode != 0 and len(lines) == 1, r.stderr
+    assert code in lines[0] and message in lines[0] and "--debug" in lines[0], lines
+    if np_ == 1:
+        r = run_cli(["solve", "--family", "grid", "--n", "8", *option, "--debug"])
+        assert r.returncode != 0 and len(_lines(r.stderr)) > 5, r.stderr
+        assert "Traceback" in r.stderr and message in r.stderr
 
 
-@pytest.mark.serial
-def test_ctrl_c_ends_with_one_line_and_exit_130():
+def test_unused_petsc_options_are_reported_once_and_quiet_silences_them():
+    args = ["solve", "--family", "grid", "--n", "8", "-ksp_tyep", "cg"]
+    r = run_cli(args, np_=2)
+    assert r.returncode == 0 and r.stderr.count("never used: -ksp_tyep") == 1, r.stderr
+    assert "WARNING! There are options" not in r.stdout + r.stderr   # PETSc's own report
+    r = run_cli([*args, "-q"], np_=2)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = run_cli(["move", "--square", "4", "--rtol", "1e-4", "-mover_ksp_tyep", "cg",
+                 "--strict-options"])
+    assert r.returncode == 2 and "never used: -mover_ksp_tyep" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["solve", "--family", "grid", "--n", "8", "--json", "/proc/no/such/x.json"],
+     "--json /proc/no/such/x.json: cannot write there"),
+    (["solve", "--family", "grid", "--n", "8", "--plot", "out.pdf"], "expected a .png file"),
+    (["solve", "--family", "grid", "--n", "8", "--json", "{tmp}/dir.json"], "is a folder"),
+    (["solve", "--family", "grid", "--n", "8", "--json", "{tmp}/ro.json"], "read-only"),
+    (["solve", "--family", "grid", "--n", "8", "--json", "{tmp}/ro/x.json"], "cannot write"),
+    (["datagen", "--family", "grid", "--n", "8", "--count", "2", "--out", "{tmp}/d.txt"],
+     "expected a .h5 or .hdf5 file"),
+    (["tune", "--family", "grid", "--n", "8", "--count", "2", "--checkpoint", "{tmp}/c.txt"],
+     "expected a .json file"),
+    (["train", "dcdm", "--out", "{tmp}/m.pt"], "expected a .safetensors file"),
+    (["move", "--square", "4", "--out", "/proc/m.xdmf"], "cannot write there"),
+    (["demo", "--out", "/proc/demo"], "cannot write there"),
+])
+def test_output_paths_are_checked_before_the_work(args, message, tmp_path):
+    import os
+
+    if os.geteuid() == 0 and any("{tmp}/ro" in a for a in args):
+        pytest.skip("root writes read-only files and folders")
+    ro = tmp_path / "ro.json"
+    ro.write_text("{}")
+    ro.chmod(0o444)
+    (tmp_path / "ro").mkdir(mode=0o555)
+    (tmp_path / "dir.json").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    r = run_cli(args)
+    assert r.returncode == 2 and _lines(r.stderr) == [_lines(r.stderr)[0]], r.stderr
+    assert message in r.stderr, r.stderr
+    assert r.stdout == ""   # refused before anything ran
+
+
+def _interrupt(np_: int, target: str) -> tuple[int, str]:
+    """Start a long SOR sequence, wait for its first output, send SIGINT to ``target``
+    (``mpiexec``, ``rank1`` or ``all``); returns the exit code and stderr."""
+    import os
     import signal
-    import subprocess
     import time
 
+    tag = str(1000 + os.getpid() % 100000)   # a unique command line, to find the ranks
     cmd = [str(BIN / "python"), "-m", "hybridsolve", "solve", "--family", "grid", "--n", "300",
-           "--count", "100", "--method", "sor", "--omega", "1.0"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    time.sleep(5)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130 and err.strip() == "hybridsolve: interrupted", (p.returncode, err)
+           "--count", "100", "--method", "sor", "--omega", "1.0", "--seed", tag]
+    if np_ > 1:
+        cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        for line in p.stdout:              # the table's header: the solves have started
+            if line.startswith("system"):
+                break
+        time.sleep(0.5)
+        if target == "mpiexec":
+            p.send_signal(signal.SIGINT)
+        else:
+            found = subprocess.run(["pgrep", "-f", f"seed {tag}$"], capture_output=True,
+                                   text=True).stdout.split()
+            ranks = sorted(int(q) for q in found if int(q) != p.pid)
+            assert len(ranks) == np_, ranks
+            for pid in ranks if target == "all" else ranks[1:]:
+                os.kill(pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, err
 
 
-@pytest.mark.serial
+@pytest.mark.parametrize("np_,target", [(1, "mpiexec"), (2, "mpiexec"), (2, "rank1"), (2, "all")])
+def test_ctrl_c_ends_every_rank_with_one_line_and_exit_130(np_, target):
+    code, err = _interrupt(np_, target)
+    assert code == 130 and err.strip() == "hybridsolve: interrupted", (code, err)
+
+
 def test_tune_resumes_from_its_checkpoint_and_refuses_another_configuration(tmp_path):
     ck = tmp_path / "learner.json"
     base = ["tune", "--family", "grid", "--n", "12", "--learner", "tsallis", "--quiet",
             "--checkpoint", str(ck)]
     r = run_cli([*base, "--count", "3", "--json", str(tmp_path / "a.json")])
     assert r.returncode == 0, r.stderr
-    r = run_cli([*base, "--count", "5", "--json", str(tmp_path / "b.json")])
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert [x["info"]["system"] for x in a["results"]] == [0, 1, 2] and a["first_system"] == 0
+    r = run_cli([*base, "--count", "5", "--json", str(tmp_path / "b.json")], np_=2)
     assert r.returncode == 0 and "continuing at system 3 of 5" in r.stdout, r.stdout + r.stderr
-    assert len(json.loads((tmp_path / "b.json").read_text())["results"]) == 2
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert [x["info"]["system"] for x in b["results"]] == [3, 4] and b["first_system"] == 3
     assert json.loads(ck.read_text())["t"] == 5
+    r = run_cli([*base, "--count", "5"])
+    assert r.returncode == 0 and "nothing left to do" in r.stdout, r.stdout + r.stderr
+    before = ck.read_text()
     r = run_cli([*base[:5], "--learner", "igw", "--quiet", "--checkpoint", str(ck),
                  "--count", "6"])
     assert r.returncode == 2 and "another configuration" in r.stderr and "igw" in r.stderr, r.stderr
+    r = run_cli([*base, "--count", "6", "--values", "1.0,1.5"], np_=2)
+    assert r.returncode == 2 and _lines(r.stderr)[0].count("values None (now '1.0,1.5')") == 1, \
+        r.stderr
     r = run_cli(["tune", "--family", "grid", "--n", "13", "--learner", "tsallis", "--quiet",
                  "--checkpoint", str(ck), "--count", "6"])
     assert r.returncode == 2 and "n 12 (now 13)" in r.stderr, r.stderr
+    assert ck.read_text() == before   # a refused run leaves the checkpoint alone
