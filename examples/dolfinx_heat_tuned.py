@@ -22,6 +22,8 @@ parser.add_argument("--steps", type=int, default=400, help="time steps (default 
 parser.add_argument("--learner", default="chebcb", help="tsallis, binned-tsallis, chebcb")
 parser.add_argument("--fixed", type=float, default=1.0, help="omega of the comparison run")
 opts, petsc_args = parser.parse_known_args()
+if any(a.startswith("--") for a in petsc_args):  # a typo, not a PETSc option (those are -name)
+    parser.error(f"unknown option {next(a for a in petsc_args if a.startswith('--'))}")
 PETSc = stack.init(petsc_args)  # hybridsolve first: it owns the MPI/PETSc import order
 
 import dolfinx  # noqa: E402

@@ -19,6 +19,8 @@ parser.add_argument("--n", type=int, default=64)
 parser.add_argument("--count", type=int, default=4)
 parser.add_argument("--seed", type=int, default=0)
 args, petsc_args = parser.parse_known_args()
+if any(a.startswith("--") for a in petsc_args):  # a typo, not a PETSc option (those are -name)
+    parser.error(f"unknown option {next(a for a in petsc_args if a.startswith('--'))}")
 PETSc = stack.init(petsc_args)  # before anything else touches PETSc: -log_view etc. work
 
 from hybridsolve import KrylovSolver, get_family  # noqa: E402

@@ -260,6 +260,9 @@ def test_unused_petsc_options_are_reported_once_and_quiet_silences_them():
     assert "WARNING! There are options" not in r.stdout + r.stderr   # PETSc's own report
     r = run_cli([*args, "-q"], np_=2)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+    r = run_cli([*args, "-v"], np_=2)
+    assert r.returncode == 0 and r.stderr.count("INFO: solve on 2 rank(s); PETSc options: "
+                                                "-ksp_tyep cg") == 1, r.stderr
     r = run_cli(["move", "--square", "4", "--rtol", "1e-4", "-mover_ksp_tyep", "cg",
                  "--strict-options"])
     assert r.returncode == 2 and "never used: -mover_ksp_tyep" in r.stderr, r.stderr

@@ -1,15 +1,21 @@
 """The ``hybridsolve`` command: the parser and the dispatch (one module per command in
-:mod:`hybridsolve.cli`). Single-dash arguments are PETSc options; an unknown ``--flag``
-is an error (exit code 2, naming the closest valid flag).
+:mod:`hybridsolve.cli`, shared flags and checks in :mod:`hybridsolve.cli.args`).
+
+Single-dash arguments are PETSc options (``-ksp_monitor``, ``-<prefix>pc_type gamg``); the
+only single-dash arguments that are ours are ``-h``, ``-v``/``-vv`` and ``-q``. An unknown
+``--flag`` is an error (exit code 2, one line naming the closest valid flag), and so is any
+other usage error; PETSc options nobody read are a warning (``--strict-options``: an error).
 
 Run under MPI as ``mpiexec -n 4 hybridsolve solve --family darcy --n 128 --count 10
--ksp_monitor -pc_type gamg``. An error on any rank ends the whole job with a one-line message
-(``--debug`` shows the traceback and PETSc's trace); Ctrl-C ends every rank with exit code 130.
+-ksp_monitor -pc_type gamg``. Every message is printed once, by rank 0 where the failure allows.
+An error on any rank ends the whole job with a one-line message (``--debug`` shows the
+traceback and PETSc's trace); Ctrl-C ends every rank with exit code 130. Output paths are
+checked before the work starts.
 """
-
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -166,6 +172,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``hybridsolve`` command; returns the exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the command runs (imports); afterwards run_collective_main
+        if world_rank() == 0:
+            print("hybridsolve: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     argv, bad = normalise(argv, COMMANDS)
     parser = _parser()
@@ -189,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hybridsolve.parallel import run_collective_main
 
     log.configure(-1 if args.quiet else args.verbose)
+    logger = logging.getLogger(__name__)
     # we report options nobody used (once, rank 0); PETSc's own report at exit would repeat it
+    given = " ".join(petsc_args) or "none"
     if not any(t.lstrip("-") == "options_left" for t in petsc_args):
         petsc_args = [*petsc_args, "-options_left", "0"]
     comm = stack.MPI.COMM_WORLD
@@ -200,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack.parse_args(petsc_args)  # fails clearly on stray tokens
         collective_call(comm, lambda: check_outputs(args))
         stack.init(petsc_args)
+        logger.info("%s on %d rank(s); PETSc options: %s", args.command, comm.size, given)
+        logger.debug("arguments: %s", vars(args))
         from hybridsolve.cli import datagen, demo, move, problems, solve, train, tune
 
         commands = {"problems": lambda: problems.cmd_problems(args),
