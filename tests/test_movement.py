@@ -319,22 +319,30 @@ def test_cli_move_bad_input(tmp_path):
 @pytest.mark.serial
 @pytest.mark.parametrize("np_", [1, 2])
 def test_example_moving_mesh_simulation(tmp_path, np_):
-    """The FEniCSx example runs end to end (tiny sizes) and reports both meshes' errors."""
+    """The FEniCSx example runs end to end (tiny sizes), reports both meshes' errors, and takes
+    its mover by one option (a misspelt name is refused naming the closest)."""
     import os
     import subprocess
 
     from conftest import BIN, ROOT
 
-    cmd = [str(BIN / "python"), str(ROOT / "examples" / "dolfinx_moving_mesh.py"), "--n", "12",
-           "--steps", "8", "--T", "0.04", "--every", "4", "--out", str(tmp_path)]
-    if np_ > 1:
-        cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    def run(*extra):
+        cmd = [str(BIN / "python"), str(ROOT / "examples" / "dolfinx_moving_mesh.py"), "--n", "12",
+               "--steps", "8", "--T", "0.04", "--every", "4", "--out", str(tmp_path), *extra]
+        if np_ > 1:
+            cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    out = run("-mover_type", "monge-ampere", "-mover_variant", "newton")
     assert out.returncode == 0, out.stderr
     assert "uniform" in out.stdout and "moved/4 ale" in out.stdout
     assert "error reduction by moving the mesh" in out.stdout
+    assert "mover monge-ampere-newton" in out.stdout and "nobody used" not in out.stdout
     assert (tmp_path / "moving_mesh_final.png").exists()
+    if np_ == 1:
+        bad = run("-mover_type", "monge-ampre")
+        assert bad.returncode != 0 and "did you mean 'monge-ampere'" in bad.stderr + bad.stdout
 
 
 def test_three_d_cube_slides_on_faces(comm):
