@@ -12,7 +12,6 @@ from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order first)
 
 import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
-import ufl  # noqa: E402
 
 from hybridsolve.errors import InputError, SolverError  # noqa: E402
 from hybridsolve.movement import (MOVERS, ConstantMonitor, GradientMonitor,  # noqa: E402

@@ -1,38 +1,36 @@
 """The Monge–Ampère mover (McRae, Cotter & Budd 2018) for DOLFINx meshes: relaxation (pseudo-time
 stepping) and Newton variants of m(x) det(I + H(phi)) = theta, x = xi + grad phi.
 
-Why Newton is our own loop and not PETSc SNES (measured, issue 12; 20 x 20 reference meshes and
-the gmsh domains of ``benchmarks/bench_movement.py``, rtol 1e-8, the same matrix-free Jacobian
-and GAMG-on-the-Laplacian preconditioner inside SNES's ``newtonls``, an inverted trial mesh
-reported as a NaN residual, which is what ``SNESSetFunctionDomainError`` does and the only way
-from petsc4py 3.25, which lacks that call and a shell line search's apply)::
+Why Newton is our own loop and not PETSc SNES (measured for issue 12 by ``python
+benchmarks/bench_movement.py snes``, table in ``benchmarks/results/movement_snes.md``): SNES
+``newtonls`` with the same matrix-free Jacobian and GAMG-on-the-Laplacian preconditioner, an
+inverted trial mesh reported as a NaN residual (what ``SNESSetFunctionDomainError`` does; petsc4py
+3.25 has neither that call nor a shell line search's apply), rtol 1e-8, Newton iterations::
 
-    Newton iterations        ours   SNES bt   SNES l2 / basic   SNES bt + our relaxation step
-    Helmholtz reference         7         7         7 / 7           7
-    ring (alpha 20, beta 200)  86        38     fails / fails      38
-    L-shape, ring alpha 10     19        22                        22
-    square with hole, alpha 5  12        12                        12
-    L-shape, sharp ring        22     stalls (line search fails    42
-                                      at every iteration)
-    square with hole, sharp  >2000        -                        26
+    case (20 x 20 squares; gmsh h = 1/24)   ours      SNES bt   SNES l2   SNES basic   bt + our step
+    Helmholtz reference                        7         7         7        7              7
+    ring alpha 20, beta 200                   86        38        fails    fails         38
+    L-shape, ring alpha 10                    19        22        15       fails         22
+    square with hole, ring alpha 5            12        12        fails    fails         12
+    L-shape, ring alpha 20 (sharp)            22        fails     fails    fails         42
+    square with hole, alpha 20 (sharp)      >300        fails     fails    fails         26
 
-``l2`` and ``basic`` take the NaN of a tangled trial and stop (``DIVERGED_FNORM_NAN``); ``bt``
-halves past it but, where no Newton step lowers ||R|| (the sharp L-shape), it stalls: what
-converges there is our fallback, a pseudo-time step halved until untangled, and PETSc's line
-searches have no place for it (it needs restarting SNES around it). SNES+bt with that restart
-is better on the ring and the sharp square-with-hole and worse on the L-shapes (22 -> 42), so
-the counts are not kept everywhere and Newton stays ours; the SNES variant is the candidate for
-issue 16's "safer scheme on non-convex domains" (``bench_movement.py snes`` reproduces the
-table).
+``basic`` and ``l2`` take the NaN of a tangled trial (``DIVERGED_FUNCTION_NANORINF``) or find no
+decrease (``DIVERGED_LINE_SEARCH``); ``bt`` halves past tangled trials but fails where no Newton
+step lowers ||R|| (the sharp cases). What converges there is our fallback, one pseudo-time step
+halved until untangled, which has no place inside PETSc's line searches: it needs SNES restarted
+around it (last column). That combination keeps the Helmholtz count, is better on the ring and on
+the sharp square with a hole, and worse on the L-shapes (19 -> 22, 22 -> 42): the counts are not
+kept everywhere, so Newton stays ours; SNES bt with the relaxation restart is the candidate for
+issue 16's "safer scheme on non-convex domains".
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
-
-import logging
 
 from hybridsolve.errors import InputError
 from hybridsolve.movement.monitors import Monitor, lumped_mass
@@ -320,7 +318,7 @@ class MongeAmpereMover(Mover):
         hist = out.residual_history
         dt = ceiling = self.pseudo_dt
         halvings, calm, grow = 0, 0, 0
-        phi_prev = H_prev = None
+        phi_prev = H_prev = dphi_unit = None
         it = 0
         while True:
             out.iterations = it

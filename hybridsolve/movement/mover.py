@@ -42,8 +42,6 @@ from hybridsolve.movement.result import MoveReason, MoveResult
 from hybridsolve.options import check_prefix, defaults_under_prefix
 from hybridsolve.stack import MPI, PETSc
 
-import dolfinx  # noqa: E402,F401  (after hybridsolve.stack)
-
 __all__ = ["Mover", "Outcome", "MoveStop", "MeshTanglingError", "MoveReason", "MoveResult",
            "register_mover", "get_mover", "mover_names", "create_mover", "MOVERS"]
 
