@@ -23,7 +23,10 @@ Two ways to carry the solution over (``--transfer``):
   (``b - w`` with the mesh velocity ``w``): nodal values move with the vertices, nothing is
   interpolated.
 
-Run: ``mpiexec -n 2 python examples/dolfinx_moving_mesh.py --n 32 --steps 200 --every 5``
+The mover is chosen by one option, ``-mover_type NAME`` (any registered mover, default
+``monge-ampere``; its own options under ``-mover_``, e.g. ``-mover_variant newton``).
+
+Run: ``mpiexec -n 2 python examples/dolfinx_moving_mesh.py --n 32 --steps 200 --every 5 -mover_type monge-ampere``
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import ufl  # noqa: E402
 
 from hybridsolve.movement import (GradientMonitor, HessianMonitor, create_mover,  # noqa: E402
                                   gather_cells, plot_meshes)
-from hybridsolve.options import defaults_under_prefix  # noqa: E402
+from hybridsolve.options import defaults_under_prefix, unused_options  # noqa: E402
+from hybridsolve.stack import insert_args  # noqa: E402
 from hybridsolve.parallel import print0, run_collective_main  # noqa: E402
 
 SIGMA0, KAPPA, C0 = 0.05, 1e-4, (0.5, 0.75)
@@ -137,7 +141,8 @@ def simulate(comm, n: int, steps: int, T: float, every: int, alpha: float, out: 
     polys = gather_cells(mesh)[0]
     return {"label": label, "dofs": n_dofs, "l2_error": e, "rel_error": e / en, "peak": peak,
             "peak_exact": SIGMA0**2 / (SIGMA0**2 + 2 * KAPPA * T), "wall": wall,
-            "move_time": move_time, "moves": moves, "move_iterations": move_its, "polys": polys}
+            "move_time": move_time, "moves": moves, "move_iterations": move_its, "polys": polys,
+            "mover": mover.method if mover is not None else "-"}
 
 
 def main() -> int:
@@ -151,7 +156,8 @@ def main() -> int:
     p.add_argument("--transfer", choices=["ale", "interpolate"], default="ale",
                    help="carry the solution by ALE (default) or by interpolation after each move")
     p.add_argument("--out", type=Path, default=Path("out/moving_mesh"))
-    args, _ = p.parse_known_args()
+    args, petsc_args = p.parse_known_args()
+    insert_args(petsc_args)  # -mover_type, -mover_*, -adv_ksp_* ...
     comm = MPI.COMM_WORLD
     print0(f"rotating Gaussian hill, {args.n}x{args.n} P1, {args.steps} CN steps to T={args.T}, "
            f"{comm.size} rank(s)", comm=comm)
@@ -166,7 +172,10 @@ def main() -> int:
                f"{r['move_iterations']:6d}", comm=comm)
     e0, e1 = rows[0]["l2_error"], rows[1]["l2_error"]
     print0(f"error reduction by moving the mesh: {100 * (e0 - e1) / e0:.1f}% "
-           f"(exact peak {rows[0]['peak_exact']:.4f})", comm=comm)
+           f"(exact peak {rows[0]['peak_exact']:.4f}; mover {rows[1]['mover']})", comm=comm)
+    left = unused_options()
+    if left:
+        print0(f"WARNING: PETSc options nobody used: {' '.join(left)}", comm=comm)
     if comm.rank == 0:
         path = plot_meshes([(f"{r['label']}: L2 error {r['l2_error']:.2e}", r["polys"], None)
                             for r in rows], args.out / "moving_mesh_final.png",

@@ -1,4 +1,5 @@
-"""Mesh movement (issue 7): the Monge–Ampère mover on DOLFINx meshes, serial and on 2 ranks."""
+"""Mesh movement (issues 7, 12): the mover registry, MoveResult and its reasons, the Monge–Ampère
+mover on DOLFINx meshes; serial and on 2 ranks."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from hybridsolve.stack import MPI, PETSc  # noqa: F401  (import order first)
 
 import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
-import ufl  # noqa: E402
 
 from hybridsolve.errors import InputError, SolverError  # noqa: E402
-from hybridsolve.movement import (ConstantMonitor, GradientMonitor, HessianMonitor,  # noqa: E402
-                                  MeshTanglingError, MongeAmpereMover, RingMonitor,
-                                  gather_cells, mesh_quality, plot_meshes, recover_hessian,
-                                  write_mesh)
+from hybridsolve.movement import (MOVERS, ConstantMonitor, GradientMonitor,  # noqa: E402
+                                  HessianMonitor, MeshTanglingError, MongeAmpereMover, MoveReason,
+                                  Mover, MoveStop, Outcome, RingMonitor, create_mover,
+                                  gather_cells, get_mover, mesh_quality, mover_names, plot_meshes,
+                                  recover_hessian, register_mover, write_mesh)
 from conftest import assert_all, run_cli  # noqa: E402
 
 RING = dict(alpha=10.0, beta=100.0, radius=0.3)
@@ -176,9 +177,17 @@ def test_tangling_is_an_error_and_mesh_untouched(comm):
     mesh = square(comm, 10)
     x0 = mesh.geometry.x.copy()
     mover = MongeAmpereMover(mesh, RingMonitor(2000, 300, 0.3), pseudo_dt=50.0, max_halvings=0)
-    with pytest.raises(MeshTanglingError, match="invert"):
+    with pytest.raises(MeshTanglingError, match="invert") as err:
         mover.move()
+    assert err.value.result.reason == MoveReason.DIVERGED_TANGLING
     assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a tangled move changed the mesh")
+    res = mover.move(raise_on_fail=False)
+    assert res.reason == MoveReason.DIVERGED_TANGLING and res.reason_name == "DIVERGED_TANGLING"
+    assert not res.moved and not res.converged and "invert" in res.message
+    assert res.iterations == 1 and len(res.residual_history) == 1  # the first step tangled
+    assert res.quality == res.quality_before and res.quality["inverted"] == 0
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a tangled move changed the mesh")
+    assert_all(comm, not np.any(mover.phi.x.array), "the tangled iterate stayed as warm start")
 
 
 def test_iteration_limit_raises_or_returns(comm):
@@ -187,9 +196,19 @@ def test_iteration_limit_raises_or_returns(comm):
     with pytest.raises(SolverError, match="did not converge"):
         MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3).move()
     assert_all(comm, np.array_equal(mesh.geometry.x, x0), "failed move changed the mesh")
-    res = MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3).move(raise_on_fail=False)
-    assert res.reason < 0 and res.iterations == 3 and res.info["quality"]["inverted"] == 0
-    assert res.reason_name == "DIVERGED_MAX_IT"
+    for variant in ("relaxation", "newton"):
+        mesh = square(comm, 10)
+        mover = MongeAmpereMover(mesh, RingMonitor(**RING), max_it=3, variant=variant)
+        with pytest.raises(SolverError, match="did not converge: DIVERGED_MAX_IT") as err:
+            mover.move()
+        assert err.value.result.reason == MoveReason.DIVERGED_MAX_IT and not err.value.result.moved
+        res = mover.move(raise_on_fail=False)  # keeps the last (untangled) iterate
+        assert res.reason == MoveReason.DIVERGED_MAX_IT and res.iterations == 3 and res.moved
+        assert len(res.residual_history) == 4 and res.quality["inverted"] == 0
+        assert res.residual_history[-1] > mover.rtol and "iteration limit" in res.message
+        assert res.quality["equidistribution_cv"] < res.quality_before["equidistribution_cv"]
+        moved = np.abs(mesh.geometry.x - x0).max()
+        assert comm.allreduce(moved, op=MPI.MAX) > 1e-3
     # a failed move does not spoil the next one: the warm start is restored as well
     mover = MongeAmpereMover(square(comm, 10), RingMonitor(**RING), rtol=1e-6, max_it=3)
     with pytest.raises(SolverError):
@@ -299,22 +318,30 @@ def test_cli_move_bad_input(tmp_path):
 @pytest.mark.serial
 @pytest.mark.parametrize("np_", [1, 2])
 def test_example_moving_mesh_simulation(tmp_path, np_):
-    """The FEniCSx example runs end to end (tiny sizes) and reports both meshes' errors."""
+    """The FEniCSx example runs end to end (tiny sizes), reports both meshes' errors, and takes
+    its mover by one option (a misspelt name is refused naming the closest)."""
     import os
     import subprocess
 
     from conftest import BIN, ROOT
 
-    cmd = [str(BIN / "python"), str(ROOT / "examples" / "dolfinx_moving_mesh.py"), "--n", "12",
-           "--steps", "8", "--T", "0.04", "--every", "4", "--out", str(tmp_path)]
-    if np_ > 1:
-        cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    def run(*extra):
+        cmd = [str(BIN / "python"), str(ROOT / "examples" / "dolfinx_moving_mesh.py"), "--n", "12",
+               "--steps", "8", "--T", "0.04", "--every", "4", "--out", str(tmp_path), *extra]
+        if np_ > 1:
+            cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                              env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+    out = run("-mover_type", "monge-ampere", "-mover_variant", "newton")
     assert out.returncode == 0, out.stderr
     assert "uniform" in out.stdout and "moved/4 ale" in out.stdout
     assert "error reduction by moving the mesh" in out.stdout
+    assert "mover monge-ampere-newton" in out.stdout and "nobody used" not in out.stdout
     assert (tmp_path / "moving_mesh_final.png").exists()
+    if np_ == 1:
+        bad = run("-mover_type", "monge-ampre")
+        assert bad.returncode != 0 and "did you mean 'monge-ampere'" in bad.stderr + bad.stdout
 
 
 def test_three_d_cube_slides_on_faces(comm):
@@ -351,28 +378,131 @@ def test_field_monitor_fast_path_matches_parallel_interpolation(comm):
 
 
 def test_movers_by_name_and_by_option(comm):
-    import dolfinx
-
-    from hybridsolve.movement import MongeAmpereMover, MoveReason, create_mover, mover_names
-    from hybridsolve.stack import PETSc
-
-    assert "monge-ampere" in mover_names()
-    mesh = dolfinx.mesh.create_unit_square(comm, 8, 8)
+    assert "monge-ampere" in mover_names() and get_mover("Monge_Ampere") is MongeAmpereMover
+    mesh = square(comm, 8)
     with pytest.raises(InputError, match="did you mean 'monge-ampere'"):
         create_mover("monge-ampre", mesh, RingMonitor())
     opts = PETSc.Options()
     opts["mover_type"] = "monge-ampere"
+    opts["mover_variant"] = "newton"   # the command line wins over the argument
     try:
-        mover = create_mover(None, mesh, RingMonitor(alpha=5.0, beta=50.0), rtol=1e-4)
+        mover = create_mover(None, mesh, RingMonitor(alpha=5.0, beta=50.0), variant="relaxation",
+                             options={"rtol": 1e-4, "max_it": 50})
     finally:
         opts.delValue("mover_type")
-    assert isinstance(mover, MongeAmpereMover)
+        opts.delValue("mover_variant")
+    assert isinstance(mover, MongeAmpereMover) and mover.method == "monge-ampere-newton"
+    assert mover.rtol == 1e-4 and mover.max_it == 50
+    assert not opts.hasName("mover_rtol"), "a code default stayed in the options database"
     res = mover.move()
     assert res.reason == MoveReason.CONVERGED_RTOL and res.reason_name == "CONVERGED_RTOL"
-    assert res.quality["inverted"] == 0 and res.to_dict()["reason_name"] == "CONVERGED_RTOL"
+    assert res.residual == "monge-ampere relative L2" and res.final_residual < 1e-4
+    assert res.moved and res.message == "" and res.monitor.startswith("ring")
+    assert res.quality["inverted"] == 0 and res.info["quality"] is res.quality
+    assert res.quality["equidistribution_cv"] < res.quality_before["equidistribution_cv"]
+    d = res.to_dict()
+    assert d["reason_name"] == "CONVERGED_RTOL" and d["quality_before"]["cells"] == 128
+    json.dumps(d)
     opts["mover_type"] = "nonsense"
     try:
-        with pytest.raises(InputError, match="unknown mover"):
+        with pytest.raises(InputError, match="unknown mover 'nonsense'"):
             create_mover(None, mesh)
     finally:
         opts.delValue("mover_type")
+    with pytest.raises(InputError, match="already registered"):
+        register_mover("Monge_Ampere", MongeAmpereMover)
+    with pytest.raises(InputError, match="not a Mover subclass"):
+        register_mover("not-a-mover", dict)
+
+
+class _ShiftMover(Mover):
+    """A stand-in for a learned mover: one evaluation that moves each interior vertex by
+    ``shift`` (in x); too large a shift tangles the mesh."""
+
+    method = "shift"
+
+    def __init__(self, mesh, monitor=None, *, shift=0.01, prefix="mover_", **kw):
+        super().__init__(mesh, monitor, prefix=prefix, **kw)
+        self.shift = shift
+
+    def _solve(self, monitor):
+        x = self.xi.copy()
+        x[:, 0] += self.shift
+        x = self.xi + self.space.constrain(x - self.xi)   # boundary vertices slide or stay
+        self.monitor_values = self.evaluate_monitor(monitor, x)
+        return Outcome(x, MoveReason.CONVERGED_MODEL, iterations=1, info={"model": "shift"})
+
+
+@pytest.fixture
+def shift_mover():
+    register_mover("shift", _ShiftMover)     # a new mover: one class, one registry line
+    yield
+    del MOVERS["shift"]
+
+
+def test_a_new_mover_is_a_class_and_a_registry_line_and_never_tangles(comm, shift_mover):
+    mesh = square(comm, 8)
+    x0 = mesh.geometry.x.copy()
+    res = create_mover("shift", mesh, ConstantMonitor(1.0), shift=0.02).move()
+    assert res.reason == MoveReason.CONVERGED_MODEL and res.moved and res.method == "shift"
+    assert res.info["model"] == "shift" and res.residual == "none" and res.iterations == 1
+    interior = ~np.any(np.isclose(x0[:, :2], 0.0) | np.isclose(x0[:, :2], 1.0), axis=1)
+    assert_all(comm, np.allclose(mesh.geometry.x[interior, 0], x0[interior, 0] + 0.02),
+               "the shift mover's coordinates were not applied")
+    # a model whose output inverts cells: the guarantee refuses it, the mesh stays
+    mesh = square(comm, 8)
+    x0 = mesh.geometry.x.copy()
+    res = create_mover("shift", mesh, ConstantMonitor(1.0), shift=0.3).move(raise_on_fail=False)
+    assert res.reason == MoveReason.DIVERGED_TANGLING and not res.moved and "invert" in res.message
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a tangled model output was applied")
+    with pytest.raises(MeshTanglingError):
+        create_mover("shift", mesh, ConstantMonitor(1.0), shift=0.3).move()
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a tangled model output was applied")
+
+
+def test_monitor_failure_is_a_reason(comm):
+    mesh = square(comm, 8)
+    x0 = mesh.geometry.x.copy()
+    calls = []
+
+    def fn(x):  # fine on the uniform mesh, negative once the mesh has moved
+        calls.append(1)
+        v = 1.0 + 5.0 * np.exp(-10 * ((x[0] - 0.4) ** 2 + (x[1] - 0.5) ** 2))
+        return v if len(calls) <= 2 else v - 100.0
+
+    res = MongeAmpereMover(mesh, fn).move(raise_on_fail=False)
+    assert res.reason == MoveReason.DIVERGED_MONITOR and not res.moved and "monitor" in res.message
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a failed move changed the mesh")
+
+
+def test_stop_inside_an_algorithm_ends_the_move_with_its_reason(comm):
+    class Stalls(MongeAmpereMover):
+        def _solve_increment(self, rhs):
+            raise MoveStop(MoveReason.DIVERGED_STALL, "stalled on purpose")
+
+    mesh = square(comm, 8)
+    x0 = mesh.geometry.x.copy()
+    mover = Stalls(mesh, RingMonitor(**RING))
+    res = mover.move(raise_on_fail=False)
+    assert res.reason == MoveReason.DIVERGED_STALL and res.message == "stalled on purpose"
+    assert res.iterations == 0 and len(res.residual_history) == 1 and not res.moved
+    with pytest.raises(SolverError, match="DIVERGED_STALL after 0 iterations.*stalled on purpose"):
+        mover.move()
+    assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a failed move changed the mesh")
+
+
+def test_progress_goes_to_logging_with_mover_monitor(comm, caplog, capsys):
+    mesh = square(comm, 10)
+    MongeAmpereMover(mesh, RingMonitor(**RING), rtol=1e-3).move()
+    assert not [r for r in caplog.records if "MA residual" in r.getMessage()]
+    opts = PETSc.Options()
+    opts["mover_monitor"] = ""
+    try:
+        mover = MongeAmpereMover(square(comm, 10), RingMonitor(**RING), rtol=1e-3)
+        res = mover.move()
+    finally:
+        opts.delValue("mover_monitor")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("hybridsolve.movement")]
+    assert sum("MA residual" in m for m in lines) == res.iterations + 1
+    assert any("CONVERGED_RTOL" in m and "sigma/mu" in m for m in lines)
+    assert "MA residual" not in capsys.readouterr().out   # logged, never printed

@@ -1,24 +1,41 @@
 """The Monge–Ampère mover (McRae, Cotter & Budd 2018) for DOLFINx meshes: relaxation (pseudo-time
 stepping) and Newton variants of m(x) det(I + H(phi)) = theta, x = xi + grad phi.
 
-Newton is still our own loop, not PETSc SNES (not tried yet, issue 12): every trial step of its
-line search is checked for inverted cells (a tangled mesh is never accepted) and, where no step
-helps, a relaxation step is taken instead. In SNES that needs a shell line search
-(``SNESLineSearchShell``) carrying the same logic, so the iteration counts (7 on the Helmholtz
-reference case) would come from the same code; the Jacobian is matrix-free (Hessian recovery,
-gradient projection, monitor and theta linearised), GMRES preconditioned by GAMG on the Laplacian.
+Why Newton is our own loop and not PETSc SNES (measured for issue 12 by ``python
+benchmarks/bench_movement.py snes``, table in ``benchmarks/results/movement_snes.md``): SNES
+``newtonls`` with the same matrix-free Jacobian and GAMG-on-the-Laplacian preconditioner, an
+inverted trial mesh reported as a NaN residual (what ``SNESSetFunctionDomainError`` does; petsc4py
+3.25 has neither that call nor a shell line search's apply), rtol 1e-8, Newton iterations::
+
+    case (20 x 20 squares; gmsh h = 1/24)   ours      SNES bt   SNES l2   SNES basic   bt + our step
+    Helmholtz reference                        7         7         7        7              7
+    ring alpha 20, beta 200                   86        38        fails    fails         38
+    L-shape, ring alpha 10                    19        22        15       fails         22
+    square with hole, ring alpha 5            12        12        fails    fails         12
+    L-shape, ring alpha 20 (sharp)            22        fails     fails    fails         42
+    square with hole, alpha 20 (sharp)      >300        fails     fails    fails         26
+
+``basic`` and ``l2`` take the NaN of a tangled trial (``DIVERGED_FUNCTION_NANORINF``) or find no
+decrease (``DIVERGED_LINE_SEARCH``); ``bt`` halves past tangled trials but fails where no Newton
+step lowers ||R|| (the sharp cases). What converges there is our fallback, one pseudo-time step
+halved until untangled, which has no place inside PETSc's line searches: it needs SNES restarted
+around it (last column). That combination keeps the Helmholtz count, is better on the ring and on
+the sharp square with a hole, and worse on the L-shapes (19 -> 22, 22 -> 42): the counts are not
+kept everywhere, so Newton stays ours; SNES bt with the relaxation restart is the candidate for
+issue 16's "safer scheme on non-convex domains".
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
-from hybridsolve.errors import InputError, SolverError
+from hybridsolve.errors import InputError
 from hybridsolve.movement.monitors import Monitor, lumped_mass
+from hybridsolve.movement.result import MoveReason
 from hybridsolve.options import defaults_under_prefix
-from hybridsolve.parallel import print0
 from hybridsolve.stack import MPI, PETSc
 
 import dolfinx  # noqa: E402
@@ -27,7 +44,9 @@ import dolfinx.fem.petsc  # noqa: E402
 import dolfinx.la  # noqa: E402
 import ufl  # noqa: E402
 
-from hybridsolve.movement.mover import Mover
+from hybridsolve.movement.mover import MoveStop, Mover, Outcome  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MongeAmpereMover"]
 
@@ -56,8 +75,19 @@ class MongeAmpereMover(Mover):
     residual ``||m det(I+H) - theta|| / ||theta||`` (tested against P1 hat functions) is below
     ``rtol``; a residual above ``dtol`` times the first one is divergence.
 
-    ``phi`` persists between calls (a warm start for the next move in a time loop).
+    ``phi`` persists between calls (a warm start for the next move in a time loop; ``reset()``
+    forgets it). Options under the prefix (the command line wins over the arguments):
+    ``-mover_variant``, ``-mover_rtol``, ``-mover_dtol``, ``-mover_max_it``, ``-mover_pseudo_dt``,
+    and the inner solvers' ``-mover_ksp_*``/``-mover_pc_*`` (Laplacian), ``-mover_hessian_*``,
+    ``-mover_gradient_*``, ``-mover_newton_*``.
+
+    Reasons: ``CONVERGED_RTOL``; ``DIVERGED_MAX_IT``; ``DIVERGED_DTOL``; ``DIVERGED_TANGLING``
+    (an iterate would invert cells and no halving is left, or theta <= 0); ``DIVERGED_STALL``
+    (Newton: neither a Newton nor a halved relaxation step keeps the mesh untangled);
+    ``DIVERGED_LINEAR_SOLVE``; ``DIVERGED_MONITOR``.
     """
+
+    residual = "monge-ampere relative L2"
 
     def __init__(self, mesh: Any, monitor: Any = None, *, variant: str = "relaxation",
                  rtol: float = 1e-8, dtol: float = 2.0, max_it: int = 1000,
@@ -66,6 +96,7 @@ class MongeAmpereMover(Mover):
                  curved_tol_deg: float = 20.0, prefix: str = "mover_") -> None:
         super().__init__(mesh, monitor, pinned=pinned, curved_tol_deg=curved_tol_deg,
                          prefix=prefix)
+        variant = self._opt("variant", variant, str)
         if variant not in ("relaxation", "newton"):
             raise InputError(f"MongeAmpereMover variant must be 'relaxation' or 'newton', not {variant!r}")
         self.variant = variant
@@ -168,6 +199,10 @@ class MongeAmpereMover(Mover):
         self.b_g = dolfinx.fem.petsc.create_vector(self.Vv)
         self.grad = dolfinx.fem.Function(self.Vv, name="grad_phi")
 
+    def _reset_state(self) -> None:
+        self.phi.x.array[:] = 0.0
+        self.H.x.array[:] = 0.0
+
     def _save_state(self) -> Any:
         return self.phi.x.array.copy(), self.H.x.array.copy()
 
@@ -203,7 +238,8 @@ class MongeAmpereMover(Mover):
         b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
         self.ksp_H.solve(b, self.H.x.petsc_vec)
         if self.ksp_H.getConvergedReason() < 0:
-            raise SolverError(f"Hessian projection failed: KSP reason {self.ksp_H.getConvergedReason()}")
+            raise MoveStop(MoveReason.DIVERGED_LINEAR_SOLVE, "Hessian projection failed: KSP "
+                           f"reason {self.ksp_H.getConvergedReason()}")
         self.H.x.scatter_forward()
 
     def _project_gradient(self, form: Any, out: Any) -> np.ndarray:
@@ -218,7 +254,8 @@ class MongeAmpereMover(Mover):
         arr[:] = np.einsum("nij,nj->ni", self.space.projector[:n], arr)
         self.ksp_g.solve(b, out.x.petsc_vec)
         if self.ksp_g.getConvergedReason() < 0:
-            raise SolverError(f"gradient projection failed: KSP reason {self.ksp_g.getConvergedReason()}")
+            raise MoveStop(MoveReason.DIVERGED_LINEAR_SOLVE, "gradient projection failed: KSP "
+                           f"reason {self.ksp_g.getConvergedReason()}")
         out.x.scatter_forward()
         g = out.x.array.reshape(-1, d)
         g[:] = self.space.constrain(g)  # exact zeros where round-off left a trace
@@ -240,7 +277,8 @@ class MongeAmpereMover(Mover):
         sp.set_coords(self.xi)
         th = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.f_theta), op=MPI.SUM) / self.volume
         if not np.isfinite(th) or th <= 0:
-            raise SolverError(f"Monge-Ampere normalisation theta = {th}: det(I + H) went negative")
+            raise MoveStop(MoveReason.DIVERGED_TANGLING, f"Monge-Ampere normalisation theta = "
+                           f"{th}: det(I + H) went negative (the map folds)")
         self.theta.value = th
         r = self._assemble_p1(self.f_res, 1)[:, 0].copy()
         return self._norm(r) / (th * self._ml_norm), r
@@ -254,24 +292,36 @@ class MongeAmpereMover(Mover):
         self.ksp.solve(self.b, dv)
         r = self.ksp.getConvergedReason()
         if r < 0:
-            raise SolverError(f"Monge-Ampere inner solve failed: KSP reason {r}")
+            raise MoveStop(MoveReason.DIVERGED_LINEAR_SOLVE,
+                           f"Monge-Ampere inner (Laplacian) solve failed: KSP reason {r}")
         self._inner_its += self.ksp.getIterationNumber()
         self.delta.x.scatter_forward()
         return self.delta.x.array.copy()
 
     # -- the iterations ---------------------------------------------------------------------------
-    def _solve(self, monitor: Monitor, log: bool):
+    def _solve(self, monitor: Monitor) -> Outcome:
         self._inner_its = 0
-        if self.variant == "newton":
-            return self._solve_newton(monitor, log)
+        out = Outcome(info={"rtol": self.rtol})
+        try:
+            if self.variant == "newton":
+                self._newton(monitor, out)
+            else:
+                self._relaxation(monitor, out)
+        except MoveStop as stop:
+            out.x, out.reason, out.message = None, stop.reason, str(stop)
+        out.info["inner_iterations"] = self._inner_its
+        return out
+
+    def _relaxation(self, monitor: Monitor, out: Outcome) -> None:
+        """Forward-Euler pseudo-time stepping; fills ``out`` (x, reason, history, counters)."""
         sp = self.space
-        hist: list[float] = []
-        reason, it = -3, 0
+        hist = out.residual_history
         dt = ceiling = self.pseudo_dt
         halvings, calm, grow = 0, 0, 0
-        phi_prev = H_prev = None
+        phi_prev = H_prev = dphi_unit = None
         it = 0
         while True:
+            out.iterations = it
             sp.set_coords(self.xi)
             x = self._coords_from_phi()
             tangled = self.count_inverted(x) > 0
@@ -298,16 +348,18 @@ class MongeAmpereMover(Mover):
                 halvings += 1
                 grow = 0
             hist.append(res)
-            if log:
-                print0(f"  {it:4d} MA residual {res:.3e}  pseudo-dt {dt:.3g}", comm=self.comm)
+            out.info["step_halvings"] = halvings
+            log.info("  %4d MA residual %.3e  pseudo-dt %.3g", it, res, dt)
             if res < self.rtol:
-                reason = 2
+                out.reason = MoveReason.CONVERGED_RTOL
                 break
             if res > self.dtol * hist[0]:
-                raise SolverError(f"Monge-Ampere relaxation diverged at iteration {it}: residual "
-                                  f"{res:.3e} > {self.dtol:g} x initial {hist[0]:.3e}; the mesh "
-                                  "was left unchanged (try a smaller pseudo_dt or a smoother monitor)")
+                raise MoveStop(MoveReason.DIVERGED_DTOL,
+                               f"relaxation diverged at iteration {it}: residual {res:.3e} > "
+                               f"{self.dtol:g} x initial {hist[0]:.3e} (try a smaller pseudo_dt "
+                               "or a smoother monitor)")
             if it == self.max_it:
+                out.reason = MoveReason.DIVERGED_MAX_IT
                 break
             calm += 1
             if calm >= 10 and dt < ceiling:  # regrow after a calm stretch
@@ -319,16 +371,13 @@ class MongeAmpereMover(Mover):
             self._recover_hessian()
             it += 1
         sp.set_coords(self.xi)
-        x = self._coords_from_phi()
-        return x, it, reason, hist, {"inner_iterations": self._inner_its, "step_halvings": halvings,
-                                     "pseudo_dt": self.pseudo_dt, "rtol": self.rtol}
+        out.x = self._coords_from_phi()
+        out.info["pseudo_dt"] = self.pseudo_dt
 
     # -- Newton ---------------------------------------------------------------------------------
     def _build_newton(self) -> None:
-        """Matrix-free Newton Jacobian of the discrete residual R(phi) = (psi, m(x(phi))
-        det(I + H(phi)) - theta(phi)): J d = (psi, m cof(I+H) : H(d) + (cof(I+H) grad m) . G(d))
-        - dtheta (psi, 1), with H(d) the weak Hessian (a tensor-mass solve), G(d) the constrained
-        gradient projection (a vector-mass solve) and grad m taken from m's P1 interpolant."""
+        """The Newton system: the matrix-free Jacobian (:class:`_NewtonJacobian`) and GMRES
+        preconditioned by -(GAMG of the Laplacian) / mean(m) (:class:`_ScaledLaplacianPC`)."""
         self.d_in = dolfinx.fem.Function(self.space.V)
         self.Hd = dolfinx.fem.Function(self.Vt)
         tau = ufl.TestFunction(self.Vt)
@@ -351,62 +400,103 @@ class MongeAmpereMover(Mover):
         self._jy = dolfinx.fem.petsc.create_vector(self.space.V)
         self._ml_vec = self.A.createVecLeft()
         self._ml_vec.array[:] = self._ml[: self.space.n_owned]
-        mover = self
-
-        class _J:
-            def mult(self, mat, x, y):
-                mover.d_in.x.petsc_vec.array[:] = x.array_r
-                mover.d_in.x.scatter_forward()
-                b = mover.b_H
-                with b.localForm() as loc:
-                    loc.set(0.0)
-                dolfinx.fem.petsc.assemble_vector(b, mover.f_hess_d)
-                b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
-                mover.ksp_H.solve(b, mover.Hd.x.petsc_vec)
-                mover.Hd.x.scatter_forward()
-                mover._project_gradient(mover.f_grad_d, mover.gd)
-                jy = mover._jy
-                with jy.localForm() as loc:
-                    loc.set(0.0)
-                dolfinx.fem.petsc.assemble_vector(jy, mover.f_jac)
-                jy.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
-                y.array[:] = jy.array_r
-                # theta = (1, m det(I+H)) / |domain| moves too: d theta = sum(J d) / |domain|
-                dtheta = y.sum() / mover.volume
-                y.axpy(-dtheta, mover._ml_vec)
-
-        class _PC:  # J is about -m times the Laplacian: precondition with -(AMG of A)
-            def apply(self, pc, x, y):
-                mover._pc_amg.apply(x, y)
-                y.scale(-1.0 / mover._m_mean)
-
         nloc, nglob = self.A.getSizes()[0]
-        J = PETSc.Mat().createPython(((nloc, nglob), (nloc, nglob)), _J(), comm=self.comm)
+        J = PETSc.Mat().createPython(((nloc, nglob), (nloc, nglob)), _NewtonJacobian(self),
+                                     comm=self.comm)
         J.setUp()
         J.setNullSpace(self._ns)
         kn = self._make_ksp(J, "newton_", {"ksp_type": "gmres", "ksp_rtol": 1e-4, "ksp_max_it": 200,
-                                           "ksp_gmres_restart": 200}, pc_context=_PC())
+                                           "ksp_gmres_restart": 200},
+                            pc_context=_ScaledLaplacianPC(self))
         self.ksp_newton, self._J = kn, J
         self._pc_amg = self.ksp.getPC()
         self._m_mean = 1.0
 
-    def _solve_newton(self, monitor: Monitor, log: bool):
+    def _trial(self, monitor: Monitor, phi0: np.ndarray, dphi: np.ndarray, lam: float):
+        """The state at phi0 + lam dphi: (residual, vector, coords, phi, H), or None where the
+        mesh would tangle (mesh left at xi)."""
         sp = self.space
-        hist: list[float] = []
-        reason, it, backtracks, relax_steps = -3, 0, 0, 0
+        self.phi.x.array[:] = phi0 + lam * dphi
+        sp.set_coords(self.xi)
+        self._recover_hessian()
+        xt = self._coords_from_phi()
+        if self.count_inverted(xt) > 0:
+            return None
+        res_t, r_t = self._residual(monitor, xt)
+        return res_t, r_t, xt, self.phi.x.array.copy(), self.H.x.array.copy()
+
+    def _line_search(self, monitor: Monitor, res: float, phi0: np.ndarray, dphi: np.ndarray,
+                     out: Outcome):
+        """PETSc's ``l2`` line search in spirit, restricted to untangled steps: ||R||^2 at
+        lam = 1/2 and 1 and the parabola's minimiser through them and lam = 0, keep the best
+        that lowers the residual; else halve from 1/4. Returns the accepted trial or None."""
+        trial = lambda lam: self._trial(monitor, phi0, dphi, lam)  # noqa: E731
+        tried = {lam: trial(lam) for lam in (1.0, 0.5)}
+        f0 = res**2
+        if tried[1.0] is not None and tried[0.5] is not None:
+            f1, fh = tried[1.0][0] ** 2, tried[0.5][0] ** 2
+            curv = 2 * (f1 - 2 * fh + f0)  # second derivative in lam (step 1/2 grid)
+            if curv > 0:
+                lam_q = float(np.clip((4 * fh - 3 * f0 - f1) / (2 * curv), 0.05, 1.0))
+                if all(abs(lam_q - k) > 1e-3 for k in tried):
+                    tried[lam_q] = trial(lam_q)
+        good = {k: v for k, v in tried.items() if v is not None and v[0] < (1 - 1e-4 * k) * res}
+        lam = 0.25
+        while not good and lam > 1e-3:
+            out.info["backtracks"] += 1
+            t = trial(lam)
+            if t is not None and t[0] < (1 - 1e-4 * lam) * res:
+                good[lam] = t
+            lam *= 0.5
+        if not good:
+            return None
+        return good[min(good, key=lambda k: good[k][0])]
+
+    def _relaxation_step(self, monitor: Monitor, r: np.ndarray, phi0: np.ndarray,
+                         H0: np.ndarray, it: int):
+        """Newton's fallback where no step helps (a strongly nonlinear monitor): one
+        pseudo-time step, halved until untangled. Returns (residual, vector, coords)."""
+        sp = self.space
+        self.phi.x.array[:] = phi0
+        self.H.x.array[:] = H0
+        sp.set_coords(self.xi)
+        unit = self._solve_increment(r)
+        lam = self.pseudo_dt
+        for _ in range(self.max_halvings):
+            self.phi.x.array[:] = phi0 + lam * unit
+            self._recover_hessian()
+            xt = self._coords_from_phi()
+            if not self.count_inverted(xt) > 0:
+                break
+            lam *= 0.5
+        else:
+            self.phi.x.array[:] = phi0
+            self.H.x.array[:] = H0
+            raise MoveStop(MoveReason.DIVERGED_STALL,
+                           f"Newton iteration {it}: no Newton step and no relaxation step down to "
+                           f"{lam:.2g} keeps the mesh untangled")
+        res_t, r_t = self._residual(monitor, xt)
+        return res_t, r_t, xt
+
+    def _newton(self, monitor: Monitor, out: Outcome) -> None:
+        """Newton with the untangled line search and the relaxation fallback; fills ``out``."""
+        sp = self.space
+        hist = out.residual_history
+        out.info.update(linear_iterations=0, backtracks=0, relaxation_steps=0)
+        it = 0
         sp.set_coords(self.xi)
         x = self._coords_from_phi()
         self.check_tangling(x, 0)
         res, r = self._residual(monitor, x)
         hist.append(res)
-        lin_its = 0
         while True:
-            if log:
-                print0(f"  {it:4d} MA residual {res:.3e}", comm=self.comm)
+            out.iterations = it
+            log.info("  %4d MA residual %.3e", it, res)
             if res < self.rtol:
-                reason = 2
+                out.reason = MoveReason.CONVERGED_RTOL
                 break
             if it == self.max_it:
+                out.reason = MoveReason.DIVERGED_MAX_IT
                 break
             n = sp.n_owned
             self._m_mean = self.comm.allreduce(float(self.m.x.array[:n].sum()), op=MPI.SUM) / \
@@ -417,79 +507,74 @@ class MongeAmpereMover(Mover):
             step = self.delta.x.petsc_vec
             step.set(0.0)
             self.ksp_newton.solve(rhs, step)
-            lin_its += self.ksp_newton.getIterationNumber()
+            out.info["linear_iterations"] += self.ksp_newton.getIterationNumber()
             self.delta.x.scatter_forward()
             dphi = self.delta.x.array.copy()
             phi0, H0 = self.phi.x.array.copy(), self.H.x.array.copy()
-
-            def trial(lam):  # residual at phi0 + lam dphi, or None where it tangles
-                self.phi.x.array[:] = phi0 + lam * dphi
-                sp.set_coords(self.xi)
-                self._recover_hessian()
-                xt = self._coords_from_phi()
-                if self.count_inverted(xt) > 0:
-                    return None
-                res_t, r_t = self._residual(monitor, xt)
-                return res_t, r_t, xt, self.phi.x.array.copy(), self.H.x.array.copy()
-
-            # PETSc's "l2" line search in spirit: ||R||^2 at lam = 1/2 and 1, the parabola's
-            # minimiser through them and lam = 0, keep the best; halve below 1/2 if none helps
-            tried = {lam: trial(lam) for lam in (1.0, 0.5)}
-            f0 = res**2
-            if tried[1.0] is not None and tried[0.5] is not None:
-                f1, fh = tried[1.0][0] ** 2, tried[0.5][0] ** 2
-                curv = 2 * (f1 - 2 * fh + f0)  # second derivative in lam (step 1/2 grid)
-                if curv > 0:
-                    lam_q = float(np.clip((4 * fh - 3 * f0 - f1) / (2 * curv), 0.05, 1.0))
-                    if all(abs(lam_q - k) > 1e-3 for k in tried):
-                        tried[lam_q] = trial(lam_q)
-            good = {k: v for k, v in tried.items() if v is not None and v[0] < (1 - 1e-4 * k) * res}
-            lam = 0.25
-            while not good and lam > 1e-3:
-                backtracks += 1
-                t = trial(lam)
-                if t is not None and t[0] < (1 - 1e-4 * lam) * res:
-                    good[lam] = t
-                lam *= 0.5
-            accepted = bool(good)
-            if accepted:
-                best = min(good, key=lambda k: good[k][0])
-                res_t, r_t, xt, phi_b, H_b = good[best]
+            best = self._line_search(monitor, res, phi0, dphi, out)
+            if best is not None:
+                res, r, x, phi_b, H_b = best
                 self.phi.x.array[:] = phi_b
                 self.H.x.array[:] = H_b
-                self.m.x.array[:] = self.evaluate_monitor(monitor, xt)  # m at the accepted point
+                self.m.x.array[:] = self.evaluate_monitor(monitor, x)  # m at the accepted point
                 self.monitor_values = self.m.x.array.copy()
                 sp.set_coords(self.xi)
                 th = self.comm.allreduce(dolfinx.fem.assemble_scalar(self.f_theta), op=MPI.SUM)
                 self.theta.value = th / self.volume
-            if not accepted:
-                # no Newton step helps here (strongly nonlinear monitor): take a relaxation
-                # (pseudo-time) step instead, halved until untangled
-                self.phi.x.array[:] = phi0
-                self.H.x.array[:] = H0
-                sp.set_coords(self.xi)
-                unit = self._solve_increment(r)
-                lam = self.pseudo_dt
-                for _ in range(self.max_halvings):
-                    self.phi.x.array[:] = phi0 + lam * unit
-                    self._recover_hessian()
-                    xt = self._coords_from_phi()
-                    if not self.count_inverted(xt) > 0:
-                        break
-                    lam *= 0.5
-                else:
-                    self.phi.x.array[:] = phi0
-                    self.H.x.array[:] = H0
-                    self.check_tangling(xt, it)
-                res_t, r_t = self._residual(monitor, xt)
-                relax_steps += 1
-            res, r, x = res_t, r_t, xt
+            else:
+                res, r, x = self._relaxation_step(monitor, r, phi0, H0, it)
+                out.info["relaxation_steps"] += 1
             hist.append(res)
             it += 1
             if res > self.dtol * hist[0]:
-                raise SolverError(f"Monge-Ampere Newton diverged: residual {res:.3e}")
+                out.iterations = it
+                raise MoveStop(MoveReason.DIVERGED_DTOL,
+                               f"Newton diverged at iteration {it}: residual {res:.3e} > "
+                               f"{self.dtol:g} x initial {hist[0]:.3e}")
         sp.set_coords(self.xi)
-        x = self._coords_from_phi()
-        return x, it, reason, hist, {"linear_iterations": lin_its, "backtracks": backtracks,
-                                     "relaxation_steps": relax_steps,
-                                     "inner_iterations": self._inner_its, "rtol": self.rtol}
+        out.x = self._coords_from_phi()
+
+
+class _NewtonJacobian:
+    """Python ``Mat`` context: the matrix-free Newton Jacobian of the discrete residual
+    R(phi) = (psi, m(x(phi)) det(I + H(phi)) - theta(phi)):
+    J d = (psi, m cof(I+H) : H(d) + (cof(I+H) grad m) . G(d)) - dtheta (psi, 1), with H(d) the
+    weak Hessian (a tensor-mass solve), G(d) the constrained gradient projection (a vector-mass
+    solve) and grad m taken from m's P1 interpolant; the state (m, H, theta) is the mover's."""
+
+    def __init__(self, mover: MongeAmpereMover) -> None:
+        self.mover = mover
+
+    def mult(self, mat: Any, x: Any, y: Any) -> None:
+        mv = self.mover
+        mv.d_in.x.petsc_vec.array[:] = x.array_r
+        mv.d_in.x.scatter_forward()
+        b = mv.b_H
+        with b.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(b, mv.f_hess_d)
+        b.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        mv.ksp_H.solve(b, mv.Hd.x.petsc_vec)
+        mv.Hd.x.scatter_forward()
+        mv._project_gradient(mv.f_grad_d, mv.gd)
+        jy = mv._jy
+        with jy.localForm() as loc:
+            loc.set(0.0)
+        dolfinx.fem.petsc.assemble_vector(jy, mv.f_jac)
+        jy.ghostUpdate(PETSc.InsertMode.ADD, PETSc.ScatterMode.REVERSE)
+        y.array[:] = jy.array_r
+        # theta = (1, m det(I+H)) / |domain| moves too: d theta = sum(J d) / |domain|
+        dtheta = y.sum() / mv.volume
+        y.axpy(-dtheta, mv._ml_vec)
+
+
+class _ScaledLaplacianPC:
+    """Python ``PC`` context: J is about -mean(m) times the Laplacian, so precondition with
+    -(the relaxation's GAMG on the Laplacian) / mean(m)."""
+
+    def __init__(self, mover: MongeAmpereMover) -> None:
+        self.mover = mover
+
+    def apply(self, pc: Any, x: Any, y: Any) -> None:
+        self.mover._pc_amg.apply(x, y)
+        y.scale(-1.0 / self.mover._m_mean)
