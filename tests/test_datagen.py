@@ -210,3 +210,75 @@ def test_interrupted_then_resumed_in_process(family, n, opts, tmp_path, monkeypa
     _check_dataset(out, family, n, 10, 1e-8, **opts)
     if family == "darcy":
         assert load(out)["provenance"]["method"] in ("cg+gamg", "cg+icc")
+
+
+# --- h5py: loaded only by the dataset module, on the first HDF5 read or write --------------------
+_MODULES = ["hybridsolve.datagen.config", "hybridsolve.datagen.chain", "hybridsolve.datagen.store",
+            "hybridsolve.datagen.dataset", "hybridsolve.datagen.run", "hybridsolve.datagen"]
+
+
+def _python(code: str, tmp_path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=240)
+
+
+def test_only_the_dataset_module_loads_h5py():
+    import re
+
+    pattern = re.compile(r"^\s*(import h5py|from h5py|.*\bimport_h5py\()", re.M)
+    src = ROOT / "hybridsolve" / "datagen"
+    loaders = [p.name for p in sorted(src.glob("*.py")) if pattern.search(p.read_text())]
+    assert loaders == ["dataset.py"]
+
+
+@pytest.mark.serial   # starts its own python process (under mpiexec it would inherit the PMI)
+def test_importing_datagen_loads_no_h5py_and_writing_does(tmp_path):
+    code = f"""
+import importlib, sys
+for name in {_MODULES!r}:
+    importlib.import_module(name)
+    assert "h5py" not in sys.modules, name
+from hybridsolve.datagen import DatagenConfig, load, run
+run(DatagenConfig(family="darcy", n=4, count=2, out="t.h5"), progress=False)
+assert "h5py" in sys.modules and load("t.h5")["solutions"].shape[0] == 2
+print("ok")
+"""
+    r = _python(code, tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+@pytest.mark.serial
+@pytest.mark.skipif(not __import__("hybridsolve.stack").stack.have_dolfinx(), reason="no DOLFINx")
+def test_datagen_after_dolfinx_and_a_clear_error_after_a_plain_h5py_import(tmp_path):
+    """DOLFINx first (a FEniCSx script): datagen writes and reads its dataset. A plain
+    ``import h5py`` after ``dolfinx.fem.petsc`` fails at import ("Not a datatype") and poisons
+    later imports; datagen then refuses before any work, in one line that says what to do."""
+    head = "from mpi4py import MPI\nimport dolfinx.fem.petsc\n"
+    code = head + """
+from hybridsolve.datagen import DatagenConfig, load, run
+run(DatagenConfig(family="darcy", n=4, count=2, out="t.h5"), progress=False)
+print(load("t.h5")["solutions"].shape)
+"""
+    r = _python(code, tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "(2, 5, 5)", r.stdout + r.stderr
+    code = head + """
+import warnings
+warnings.simplefilter("ignore")
+try:
+    import h5py
+except ValueError as err:
+    print("plain import failed:", err)
+from hybridsolve.datagen import DatagenConfig, run
+from hybridsolve.errors import InputError
+try:
+    run(DatagenConfig(family="darcy", n=4, count=2, out="t2.h5"), progress=False)
+except InputError as err:
+    print(err)
+"""
+    r = _python(code, tmp_path)
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and len(lines) == 2, r.stdout + r.stderr
+    assert "Not a datatype" in lines[0]
+    assert lines[1].startswith("datagen: cannot load h5py") and "before dolfinx.fem.petsc" in lines[1]
+    assert not (tmp_path / "t2.h5.parts").exists() and not (tmp_path / "t2.h5").exists()

@@ -11,8 +11,30 @@ from pathlib import Path
 import numpy as np
 
 from hybridsolve import __version__
-from hybridsolve.errors import SolverError
+from hybridsolve.errors import InputError, SolverError
 from hybridsolve.stack import import_h5py
+
+
+def _h5py():
+    """The ``h5py`` module, loaded on first HDF5 read or write (never at import time).
+
+    :func:`hybridsolve.stack.import_h5py` loads h5py so that it works whether DOLFINx came first
+    or not. What it cannot repair is a plain ``import h5py`` that already ran after
+    ``dolfinx.fem.petsc`` in this process: that import fails ("Not a datatype") and leaves h5py's
+    extension modules bound to DOLFINx's HDF5, so every later import fails the same way.
+
+    Raises:
+        InputError: h5py cannot be loaded, saying what to do.
+    """
+    try:
+        return import_h5py()
+    except (ImportError, ValueError, OSError) as err:
+        hint = ("install h5py" if isinstance(err, ModuleNotFoundError) else
+                "a plain `import h5py` ran after dolfinx.fem.petsc had loaded DOLFINx's HDF5; "
+                "import h5py (or hybridsolve.datagen.load) before dolfinx.fem.petsc, or use "
+                "hybridsolve.stack.import_h5py() instead of `import h5py`")
+        raise InputError(f"datagen: cannot load h5py ({type(err).__name__}: {err}): {hint}") \
+            from err
 
 
 def _grid_order(coords: np.ndarray):
@@ -30,7 +52,7 @@ def _grid_order(coords: np.ndarray):
 def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total,
               method=None) -> dict:
     """Rank 0: one HDF5 file from the verified parts, written to a temporary name and renamed."""
-    h5py = import_h5py()
+    h5py = _h5py()
 
     from hybridsolve.stack import MPI, describe
 
@@ -91,7 +113,7 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
 
 def load(path: str | os.PathLike) -> dict:
     """Read a dataset: a dict of numpy arrays plus ``provenance`` (a dict)."""
-    h5py = import_h5py()
+    h5py = _h5py()
 
     with h5py.File(path, "r") as f:
         out = {k: f[k][()] for k in f.keys()}

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from hybridsolve.errors import InputError
-from hybridsolve.stack import import_h5py
 from hybridsolve.datagen.config import DatagenConfig
+from hybridsolve.datagen.dataset import _h5py
 
 
 # --- parts: one atomic file per verified sample --------------------------------------------------
@@ -69,6 +69,7 @@ def _prepare(cfg: DatagenConfig, comm) -> str | None:
     msg, state = None, None
     if comm.rank == 0:
         try:
+            _h5py()  # before any work: the dataset is written with it at the end
             if out.exists():
                 prov = _read_provenance(out)
                 if prov is None or prov.get("config_digest") != cfg.digest():
@@ -89,6 +90,8 @@ def _prepare(cfg: DatagenConfig, comm) -> str | None:
                     tmp = parts.dir / ".config.json.tmp"
                     tmp.write_text(json.dumps({"digest": cfg.digest(), "identity": cfg.identity()}))
                     os.replace(tmp, cfg_file)
+        except InputError as err:
+            msg = str(err)
         except OSError as err:
             msg = f"datagen: cannot prepare {out}: {err}"
     msg, state = comm.bcast((msg, state), root=0)
@@ -98,7 +101,7 @@ def _prepare(cfg: DatagenConfig, comm) -> str | None:
 
 
 def _read_provenance(path: Path) -> dict | None:
-    h5py = import_h5py()
+    h5py = _h5py()
 
     try:
         with h5py.File(path, "r") as f:
