@@ -26,10 +26,12 @@ def shared_dir(tmp_path, comm):
     return Path(comm.bcast(str(tmp_path), root=0))
 
 
-def _check_dataset(path, family, n, count, tol, **opts):
+def _check_dataset(path, family, n, count, tol, fallbacks=0, **opts):
     d = load(path)
     fam = get_family(family, n, count, d["provenance"]["identity"]["seed"], **opts)
     assert d["inputs"].shape == (count, *fam.param_shape())
+    # a healthy chain needs no fallback solver; when it does, every sample's flag says so
+    assert d["provenance"]["fallbacks"] == int(d["fallback"].sum()) == fallbacks, d["fallback"]
     assert len(d["solutions"]) == count and np.all(d["true_residual"] <= tol * (1 + 1e-6))
     prev = None
     for i in range(count):  # independent check of every sample against its own system
@@ -118,17 +120,94 @@ def test_spd_only_solver_on_indefinite_family_is_refused(solver, shared_dir, com
                           solver=solver), comm, progress=False)
 
 
-def test_registry_methods_as_datagen_solvers_and_gcrodr_options(shared_dir, comm):
-    out = shared_dir / "reg.h5"
-    s = run(DatagenConfig(family="helmholtz", n=8, count=3, out=str(out), solver="gcrodr",
-                          petsc={"ksp_gcrodr_k": 7}), comm, progress=False)
+@pytest.mark.parametrize("solver,family,opts,method", [
+    ("pcg", "darcy", {"discretization": "grid"}, "cg+gamg"),   # one pattern: GAMG reused
+    ("pcg", "darcy", {}, "cg+gamg"),
+    ("ssor-pcg", "poisson", {}, "cg+sor"),                      # the method fixes its PC
+    ("gmres", "helmholtz", {}, "gmres+"),
+    ("direct", "darcy", {"discretization": "grid"}, "preonly+cholesky"),   # SPD: Cholesky
+    ("direct", "helmholtz", {}, "preonly+lu"),
+])
+def test_registry_methods_as_datagen_solvers(solver, family, opts, method, shared_dir, comm):
+    from hybridsolve.solvers.registry import method_names
+
+    assert solver in method_names()
+    out = shared_dir / f"m_{solver}.h5"
+    s = run(DatagenConfig(family=family, n=8, count=4, out=str(out), solver=solver, options=opts),
+            comm, progress=False)
+    assert s["solver"] == solver and s["fallbacks"] == 0
+    if comm.rank == 0:
+        d = _check_dataset(out, family, 8, 4, 1e-8, **opts)
+        assert d["provenance"]["method"].startswith(method), d["provenance"]["method"]
+    comm.Barrier()
+
+
+def test_solver_names_are_auto_plus_the_registry():
+    from hybridsolve.datagen import solver_names
+    from hybridsolve.solvers.registry import method_names
+
+    assert solver_names() == ["auto", *method_names()]
+
+
+@pytest.mark.parametrize("petsc,given,expect", [
+    ({}, {}, "GCRO-DR(m=40, k=20)"),                                    # GCRODR's own defaults
+    ({"ksp_gcrodr_k": 10}, {}, "GCRO-DR(m=40, k=10)"),                  # DatagenConfig.petsc
+    ({"ksp_gcrodr_k": 10}, {"datagen_ksp_gcrodr_m": "30"}, "GCRO-DR(m=30, k=10)"),  # -datagen_...
+    ({"ksp_gcrodr_k": 10}, {"datagen_ksp_gcrodr_k": "6"}, "GCRO-DR(m=40, k=6)"),    # command wins
+])
+def test_gcrodr_settings_reach_the_ksp(petsc, given, expect, shared_dir, comm):
+    """What the chain's GCRODR KSP itself read (its description, in the provenance)."""
+    from hybridsolve.stack import PETSc
+
+    out = shared_dir / "gk.h5"
+    db = PETSc.Options()
+    for k, v in given.items():
+        db.setValue(k, v)
+    try:
+        s = run(DatagenConfig(family="helmholtz", n=8, count=3, out=str(out), solver="gcrodr",
+                              petsc=petsc), comm, progress=False)
+    finally:
+        for k in given:
+            db.delValue(k)
     assert s["solver"] == "gcrodr" and s["max_true_residual"] <= 1e-8 * (1 + 1e-6)
     if comm.rank == 0:
-        from hybridsolve.stack import import_h5py
+        prov = load(out)["provenance"]
+        assert prov["ksp"].startswith(expect), prov["ksp"]
+        assert prov["method"] == "gcrodr+ilu"
+    comm.Barrier()
 
-        with import_h5py().File(out) as f:
-            prov = json.loads(f.attrs["provenance"])
-        assert "ksp_gcrodr_k" in json.dumps(prov), prov
+
+def test_datagen_config_has_no_solver_specific_fields():
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(DatagenConfig)}
+    assert not fields & {"gcrodr_m", "gcrodr_k"}
+    with pytest.raises(TypeError):
+        DatagenConfig(family="darcy", n=8, count=3, out="x.h5", gcrodr_m=40)
+
+
+def test_resume_identity_is_unchanged():
+    """A parts folder or dataset written before datagen became a package (and before solver
+    settings became PETSc options) still resumes: the identity and its digest are the same
+    (digests computed with that code)."""
+    assert DatagenConfig(family="darcy", n=8, count=3, out="x.h5").digest() == "9b4c91e7023b71af"
+    cfg = DatagenConfig(family="helmholtz", n=16, count=8, out="y.h5", options={"alpha": 2.5},
+                        tol=1e-7, seed=3, solver="gcrodr", petsc={"ksp_gcrodr_k": 10})
+    assert cfg.digest() == "2fe3203c7f6a8d33"
+
+
+def test_fallback_is_counted_and_flagged(shared_dir, comm):
+    """A chain solver that cannot reach the tolerance (diverging Richardson, 3 iterations): every
+    sample is finished by the fallback solver, from zero, and says so."""
+    out = shared_dir / "fb.h5"
+    s = run(DatagenConfig(family="helmholtz", n=8, count=4, out=str(out), solver="gmres",
+                          petsc={"ksp_type": "richardson", "ksp_richardson_scale": 10.0,
+                                 "ksp_pc_side": "left", "pc_type": "none", "ksp_max_it": 3}),
+            comm, progress=False)
+    assert s["fallbacks"] == 4 and s["max_true_residual"] <= 1e-8 * (1 + 1e-6)
+    if comm.rank == 0:
+        d = _check_dataset(out, "helmholtz", 8, 4, 1e-8, fallbacks=4)
+        assert d["fallback"].tolist() == [1, 1, 1, 1]
     comm.Barrier()
 
 

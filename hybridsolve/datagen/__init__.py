@@ -28,7 +28,18 @@ HDF5 layout (``load`` reads it back): ``inputs`` (count, *param_shape), ``soluti
 tensor grid (then indexed like the inputs: ``[ix, iy(, iz)]``), ``coordinates`` (n_dofs, dim)
 in the same order as the flat solutions, ``grid_order`` (the permutation from flat to grid
 order, when a grid exists), per-sample ``iterations``, ``solve_time``, ``true_residual``,
-``chain_position``, ``rank``, and the provenance as JSON in the attribute ``provenance``.
+``chain_position``, ``rank``, ``fallback`` (1 where the chain's solver missed the tolerance and
+unpreconditioned GMRES(200) finished the sample), and the provenance as JSON in the attribute
+``provenance`` (with ``fallbacks``, their count, and ``ksp``, what the chain's KSP says it is).
+
+Solvers: ``auto`` or any method of :mod:`hybridsolve.solvers.registry` (``cg`` is ``pcg``); its
+settings are PETSc options under the ``datagen_`` prefix (``-datagen_ksp_gcrodr_k 10``, or
+``DatagenConfig(petsc={"ksp_gcrodr_k": 10})``); the command line has the last word.
+
+Modules: :mod:`~hybridsolve.datagen.config` (what determines a dataset, the solver choice),
+:mod:`~hybridsolve.datagen.store` (the parts folder, resume), :mod:`~hybridsolve.datagen.chain`
+(solve + verify), :mod:`~hybridsolve.datagen.dataset` (the HDF5 file: the only place h5py is
+loaded, on first read or write), :mod:`~hybridsolve.datagen.run` (the job).
 """
 
 from hybridsolve.datagen.config import DatagenConfig, solver_names, solver_options

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from hybridsolve.errors import SolverError
 from hybridsolve.datagen.config import _is_direct, _shares_pattern
+from hybridsolve.log import warn_once
+
+log = logging.getLogger(__name__)
 
 
 def _chunk(perm: np.ndarray, comm, mode: str) -> tuple[np.ndarray, Any]:
@@ -96,11 +100,17 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
             bnorm = system.b.norm()
             solver.ksp.setTolerances(rtol=0.0, atol=cfg.tol * bnorm if bnorm > 0 else cfg.tol)
             res = solver.solve(A, system.b, x0)
-            if not (res.converged and res.true_residual <= cfg.tol * (1 + 1e-9)):
+            fell_back = not (res.converged and res.true_residual <= cfg.tol * (1 + 1e-9))
+            if fell_back:
+                warn_once(log, "datagen: the chain solver %s missed tol %g; such samples are "
+                          "finished by unpreconditioned GMRES(200) and counted as fallbacks "
+                          "(summary, provenance, per-sample 'fallback')", solver.method(), cfg.tol)
+                log.info("datagen: sample %d: %s; fallback", idx, res.summary())
                 res = _fallback(A, system, res, cfg.tol, sub)
+                stats["fallbacks"] += 1
             x = system.gather(res.x)
             if writer:
-                parts.write(idx, x, iterations=res.iterations, time=res.time,
+                parts.write(idx, x, fallback=fell_back, iterations=res.iterations, time=res.time,
                             true_residual=res.true_residual, reason=res.reason,
                             chain_position=int(position[idx]), rank=comm.rank)
             stats["solved"] += 1
@@ -114,6 +124,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                     active = int(np.argmin(cost))
                     stats["method"] = solvers[active].method()
                     stats["trial"] = {solvers[i].method(): float(c) for i, c in enumerate(cost)}
+            stats["ksp"] = _describe(solvers[active])
             stats["iterations"] += res.iterations
             stats["solve_time"] += res.time
             if prev_x is not None and prev_x is not res.x:
@@ -135,6 +146,15 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
             prev_x.destroy()
         if fixed_A is not None:
             fixed_A.destroy()
+
+
+def _describe(solver) -> str:
+    """What the chain's KSP says it is: our python KSP/PC types describe their own settings
+    (``GCRO-DR(m=40, k=20): ...``); PETSc's own types by their type names."""
+    from hybridsolve.solvers.base import python_contexts
+
+    ctxs = python_contexts(solver.ksp)
+    return "; ".join(c.describe() for c in ctxs) if ctxs else solver.method()
 
 
 def _load_previous(parts, idx, family, params, sub, prev_x, writer, layout):
@@ -160,16 +180,20 @@ def _load_previous(parts, idx, family, params, sub, prev_x, writer, layout):
 def _fallback(A, system, res, tol, sub):
     """The chain's solver missed the true tolerance: finish with unpreconditioned GMRES(200),
     which tests the true residual and cannot be broken by a failing preconditioner, from where
-    it stopped."""
+    it stopped (or from zero, when it stopped worse than zero: a diverged solve). The caller
+    counts it (per sample and in the provenance)."""
     from hybridsolve.solvers.petsc import KrylovSolver
+    from hybridsolve.stack import PETSc
 
     fb = KrylovSolver(sub, prefix="datagen_fallback_",
                       options={"ksp_type": "gmres", "ksp_gmres_restart": 200, "pc_type": "none",
                                "ksp_norm_type": "unpreconditioned", "ksp_max_it": 50000})
     try:
         bnorm = system.b.norm()
-        fb.ksp.setTolerances(rtol=0.0, atol=tol * bnorm)
-        res2 = fb.solve(A, system.b, res.x)
+        # no divergence test: the start may be far off, and only the true residual decides
+        fb.ksp.setTolerances(rtol=0.0, atol=tol * bnorm, divtol=PETSc.UNLIMITED)
+        start = res.x if np.isfinite(res.true_residual) and res.true_residual < 1 else None
+        res2 = fb.solve(A, system.b, start)
     finally:
         fb.destroy()
     res.x.destroy()

@@ -15,6 +15,9 @@ from hybridsolve.errors import InputError
 
 #: Solver names datagen accepts besides the registry's (hybridsolve.solvers.registry)
 _ALIASES = {"cg": "pcg"}
+#: Methods that take a PC but get none from datagen (PETSc's default applies, or -datagen_pc_type):
+#: the paper's GMRES(40) baseline.
+_OWN_PC = {"gmres"}
 
 
 def solver_names() -> list[str]:
@@ -109,7 +112,7 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
         opts["pc_type"] = "cholesky" if spd else "lu"
         if cfg.mode == "domain":
             opts["pc_factor_mat_solver_type"] = "mumps"
-    elif method.pc and name != "gmres":   # the method takes datagen's PC choice
+    elif method.pc and name not in _OWN_PC:   # the method takes datagen's PC choice
         opts.update(local)
     if name != "direct":
         opts["ksp_norm_type"] = "unpreconditioned"

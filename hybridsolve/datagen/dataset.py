@@ -50,7 +50,7 @@ def _grid_order(coords: np.ndarray):
 
 
 def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total,
-              method=None) -> dict:
+              method=None, ksp=None) -> dict:
     """Rank 0: one HDF5 file from the verified parts, written to a temporary name and renamed."""
     h5py = _h5py()
 
@@ -66,6 +66,7 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
     resid = np.zeros(cfg.count)
     chainpos = np.zeros(cfg.count, dtype=np.int64)
     rank = np.zeros(cfg.count, dtype=np.int64)
+    fallback = np.zeros(cfg.count, dtype=np.int8)
     out = Path(cfg.out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     sol_shape = (cfg.count, *shape) if shape else (cfg.count, n)
@@ -84,17 +85,20 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
                 buf[i - b0] = d["x"][gperm] if shape else d["x"]
                 its[i], times[i], resid[i] = d["iterations"], d["time"], d["true_residual"]
                 chainpos[i], rank[i] = d["chain_position"], d["rank"]
+                fallback[i] = d["fallback"]
             sol[b0:b1] = buf.reshape((b1 - b0, *shape)) if shape else buf
         f.create_dataset("coordinates", data=coords)
         if shape:
             f.create_dataset("grid_order", data=gperm)
         for key, val in (("iterations", its), ("solve_time", times), ("true_residual", resid),
-                         ("chain_position", chainpos), ("rank", rank)):
+                         ("chain_position", chainpos), ("rank", rank), ("fallback", fallback)):
             f.create_dataset(key, data=val)
         prov = {
             "identity": cfg.identity(), "config_digest": cfg.digest(), "config": asdict(cfg),
             "family": family.describe(), "param_shape": list(family.param_shape()),
-            "solver": name, "method": method,
+            "solver": name, "method": method, "ksp": ksp,
+            "fallbacks": int(fallback.sum()),
+            "fallback_solver": "gmres(200)+none, unpreconditioned norm (samples with fallback = 1)",
             "solver_options": {k: str(v) for k, v in opts.items()},
             "tolerance": f"||b - A x|| / ||b|| <= {cfg.tol:g}, every sample verified",
             "order": cfg.order, "ranks": ranks, "mode": cfg.mode,
@@ -108,7 +112,7 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
     os.replace(tmp, out)
     return {"status": "complete", "out": str(out), "count": cfg.count, "solver": name,
             "mean_iterations": float(its.mean()), "total_solve_time": float(times.sum()),
-            "max_true_residual": float(resid.max())}
+            "max_true_residual": float(resid.max()), "fallbacks": int(fallback.sum())}
 
 
 def load(path: str | os.PathLike) -> dict:

@@ -41,7 +41,8 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
         perm = comm.bcast(perm, root=0)
     t_sort = time.perf_counter() - t0
     parts = Parts(Path(cfg.out))
-    stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0}
+    stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0,
+             "fallbacks": 0}
     for _round in range(3):
         fresh: set[int] = set()
         _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress, fresh)
@@ -56,6 +57,7 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     t_solve = time.perf_counter() - t_start - t_sort
     summary = None
     methods = [m for m in comm.allgather(stats.get("method")) if m]
+    ksps = [k for k in comm.allgather(stats.get("ksp")) if k]
     if comm.rank == 0:
         from hybridsolve.stack import PETSc
 
@@ -63,7 +65,8 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
                  if k.startswith("datagen_")}
         effective = {**{k: str(v) for k, v in opts.items()}, **{k: str(v) for k, v in given.items()}}
         summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size, t_sort,
-                            time.perf_counter() - t_start, methods[0] if methods else None)
+                            time.perf_counter() - t_start, methods[0] if methods else None,
+                            ksps[0] if ksps else None)
         shutil.rmtree(parts.dir, ignore_errors=True)
     summary = comm.bcast(summary, root=0)
     summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,

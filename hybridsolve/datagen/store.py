@@ -19,7 +19,9 @@ class Parts:
 
     A part is one float64 array: the fields of :data:`PART_FIELDS` followed by the solution
     (a plain .npy reads several times faster than an .npz archive, which matters when the final
-    assembly reads tens of thousands of them).
+    assembly reads tens of thousands of them). A sample the chain's solver did not finish (the
+    fallback solver did) also has an empty ``s<index>.fallback`` marker, written before its part
+    (so parts written before markers existed still read, as chain-solved).
     """
 
     PART_FIELDS = ("iterations", "time", "true_residual", "reason", "chain_position", "rank")
@@ -30,11 +32,18 @@ class Parts:
     def path(self, index: int) -> Path:
         return self.dir / f"s{index:07d}.npy"
 
+    def marker(self, index: int) -> Path:
+        return self.dir / f"s{index:07d}.fallback"
+
     def has(self, index: int) -> bool:
         return self.path(index).exists()
 
-    def write(self, index: int, x: np.ndarray, **fields) -> None:
+    def write(self, index: int, x: np.ndarray, *, fallback: bool = False, **fields) -> None:
         head = np.array([float(fields[k]) for k in self.PART_FIELDS])
+        if fallback:
+            self.marker(index).touch()
+        else:
+            self.marker(index).unlink(missing_ok=True)
         tmp = self.dir / f".tmp-{os.getpid()}-{index}.npy"
         # written whole under a temporary name, then renamed: a reader (or a resumed run) sees
         # the complete file or none. No fsync: a killed process loses nothing the kernel has;
@@ -53,13 +62,12 @@ class Parts:
             return None
         out = {name: arr[i] for i, name in enumerate(self.PART_FIELDS)}
         out["x"] = arr[k:]
+        out["fallback"] = self.marker(index).exists()
         return out
 
     def remove(self, index: int) -> None:
-        try:
-            self.path(index).unlink()
-        except FileNotFoundError:
-            pass
+        self.path(index).unlink(missing_ok=True)
+        self.marker(index).unlink(missing_ok=True)
 
 
 def _prepare(cfg: DatagenConfig, comm) -> str | None:
