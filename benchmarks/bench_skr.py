@@ -3,6 +3,8 @@ baseline and with the strongest independent solver.
 
     .venv/bin/python benchmarks/bench_skr.py paper     # results/skr_paper.md
     .venv/bin/python benchmarks/bench_skr.py bar       # results/skr_bar.md
+    .venv/bin/python benchmarks/bench_skr.py bar --family thermal --count 150 --repeat 3 \
+        --methods "CG+ICC;datagen default (auto)" --label after   # results/skr_bar_check.md
     .venv/bin/python benchmarks/bench_skr.py scaling   # results/skr_scaling.md (runs mpiexec itself)
 
 * ``paper``: independent restarted GMRES(40) vs SKR (greedy sort + GCRO-DR(40, 20)), the
@@ -124,16 +126,19 @@ BAR = [
 ]
 
 
-def datagen_time(family, n, opts, count, out_dir, **cfg_kw):
+def datagen_time(family, n, opts, count, out_dir, repeat=1, **cfg_kw):
+    """Wall time per sample of a whole datagen run (the median of ``repeat`` runs)."""
     from hybridsolve.datagen import DatagenConfig, run
 
     out = Path(out_dir) / f"{family}_{abs(hash(json.dumps([opts, cfg_kw], sort_keys=True, default=str)))}.h5"
-    cfg = DatagenConfig(family=family, n=n, count=count, out=str(out), options=opts, **cfg_kw)
-    t0 = time.perf_counter()
-    s = run(cfg, MPI.COMM_WORLD, progress=False)
-    wall = time.perf_counter() - t0
-    out.unlink()
-    return wall / count, s
+    walls = []
+    for _ in range(repeat):
+        cfg = DatagenConfig(family=family, n=n, count=count, out=str(out), options=opts, **cfg_kw)
+        t0 = time.perf_counter()
+        s = run(cfg, MPI.COMM_WORLD, progress=False)
+        walls.append(time.perf_counter() - t0)
+        out.unlink()
+    return float(np.median(walls)) / count, s
 
 
 def scipy_gcrotmk(family, n, opts, count, tol):
@@ -162,10 +167,18 @@ def scipy_gcrotmk(family, n, opts, count, tol):
     return (time.perf_counter() - t0) / count, its_total / count, worst
 
 
-def bar(count: int, tol: float) -> None:
+def bar(count: int, tol: float, families=None, methods=None, repeat=1, code=None,
+        append=False) -> None:
+    """The table; with ``families``/``methods`` (method labels as in the table) only those rows,
+    written to results/skr_bar_check.md with a ``code`` column (``code``), appended with
+    ``append`` (to put runs of two code versions side by side)."""
+    check = bool(families or methods)
+    keep = (lambda name: name in methods) if methods else (lambda name: True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family, n, opts in BAR:
+            if families and family not in families:
+                continue
             fam = get_family(family, n, count=1, **opts)
             spd = fam.symmetric and fam.definite
             label = f"{family} {' '.join(f'{k}={v}' for k, v in opts.items())}".strip()
@@ -187,10 +200,14 @@ def bar(count: int, tol: float) -> None:
                        "sorted, warm start, GCRO-DR(40,20)+ILU": dict(solver="gcrodr",
                                                                     petsc={"pc_type": "ilu"}),
                        "sorted, GCRO-DR(40,20)+ASM": dict(solver="gcrodr", petsc={"pc_type": "asm"})}
+            if check:
+                indep = {k: v for k, v in indep.items() if keep(k)}
+                skr = {k: v for k, v in skr.items() if keep(k)}
             res_ind = {}
             for name, kw in indep.items():
                 t, s = datagen_time(family, n, opts, count, tmp, order="none", warm_start=False,
-                                    reuse_matrix=False, reuse_pattern=False, tol=tol, **kw)
+                                    reuse_matrix=False, reuse_pattern=False, tol=tol,
+                                    repeat=repeat, **kw)
                 res_ind[name] = (t, s)
                 print(label, name, t, s["mean_iterations"], flush=True)
             best_name = min(res_ind, key=lambda k: res_ind[k][0])
@@ -200,10 +217,13 @@ def bar(count: int, tol: float) -> None:
                              f"{s['mean_iterations']:.1f}", f"{t * 1e3:.1f}", "1.00" if name == best_name else f"{t_best / t:.2f}", ""])
             for name, kw in skr.items():
                 warm = "warm start" in name or "auto" in name
-                t, s = datagen_time(family, n, opts, count, tmp, order="auto", warm_start=warm, tol=tol, **kw)
+                t, s = datagen_time(family, n, opts, count, tmp, order="auto", warm_start=warm,
+                                    tol=tol, repeat=repeat, **kw)
                 rows.append([label, name, "SKR", f"{s['mean_iterations']:.1f}", f"{t * 1e3:.1f}",
                              f"{t_best / t:.2f}", "yes" if t_best / t >= 2 else "no"])
                 print(rows[-1], flush=True)
+            if check:
+                continue
             try:
                 t, its, worst = scipy_gcrotmk(family, n, opts, count, tol)
                 rows.append([label, "SciPy gcrotmk(20,10)+spilu, sorted, recycled CU", "SciPy",
@@ -213,6 +233,9 @@ def bar(count: int, tol: float) -> None:
                 rows.append([label, "SciPy gcrotmk(20,10)+spilu, sorted, recycled CU", "SciPy",
                              "-", "-", "-", f"failed: {err}"])
             print(rows[-1], flush=True)
+    if check:
+        _write_check(rows, count, tol, repeat, code or "this tree", append)
+        return
     write_table("skr_bar", "SKR modes against the strongest independent solver (end to end, per sample)",
                 ["family", "method", "kind", "its/sample", "ms/sample", "speed-up vs strongest",
                  "goal (>= 2x) met"], rows,
@@ -224,6 +247,22 @@ def bar(count: int, tol: float) -> None:
                       "matrices of one pattern are copied into one Mat object, so GAMG keeps its "
                       "interpolation along the chain. SciPy gcrotmk: "
                       "assembly + spilu + solve, no HDF5 or verification.")
+
+
+def _write_check(rows, count, tol, repeat, code, append) -> None:
+    path = RESULTS / "skr_bar_check.md"
+    old = []
+    if append and path.exists():
+        old = [[c.strip() for c in line.strip().strip("|").split("|")]
+               for line in path.read_text().splitlines()[7:] if line.startswith("| ")]
+    write_table("skr_bar_check", "skr_bar.md rows rerun (a check that a change moved no figure)",
+                ["code", "family", "method", "kind", "its/sample", "ms/sample",
+                 "speed-up vs strongest", "goal (>= 2x) met"], old + [[code, *r] for r in rows],
+                notes=f"As skr_bar.md (`bench_skr.py bar`), only these rows: {count} samples, tol "
+                      f"{tol:g}, serial, the median wall time of {repeat} runs per row; the speed-up "
+                      "is against the strongest independent solver of the same code. Rows with "
+                      "another `code` are the same script run on that code version, on the same "
+                      "machine in the same session.")
 
 
 # --- scaling -----------------------------------------------------------------------------------------
@@ -280,11 +319,18 @@ def main():
     ap.add_argument("part", choices=["paper", "bar", "scaling"])
     ap.add_argument("--count", type=int, default=None)
     ap.add_argument("--tol", type=float, default=1e-8)
+    ap.add_argument("--family", action="append", help="bar: only this family (repeatable)")
+    ap.add_argument("--methods", help="bar: only these methods, their labels as in the table, "
+                                      "separated by ';'")
+    ap.add_argument("--repeat", type=int, default=1, help="bar: median of this many runs per row")
+    ap.add_argument("--label", help="bar check: the code column (e.g. 'after the split')")
+    ap.add_argument("--append", action="store_true", help="bar check: add to skr_bar_check.md")
     args = ap.parse_args()
     if args.part == "paper":
         paper(args.count or 20)
     elif args.part == "bar":
-        bar(args.count or 40, args.tol)
+        bar(args.count or 40, args.tol, args.family,
+            args.methods.split(";") if args.methods else None, args.repeat, args.label, args.append)
     else:
         scaling()
 
