@@ -94,6 +94,14 @@ class _PythonContext:
         pass
 
     # -- options -------------------------------------------------------------------------------
+    def configure(self) -> None:
+        """Read options with :meth:`option` and check them (raise InputError)."""
+
+    def setFromOptions(self, obj) -> None:  # PETSc hook (KSP and PC alike)
+        self._attach(obj)
+        self.prefix = self._prefix_of(obj)
+        self._guard(self.configure)
+
     def _prefix_of(self, obj) -> str:
         return obj.getOptionsPrefix() or ""
 
@@ -190,9 +198,6 @@ class PythonKSP(_PythonContext):
     _kind = "ksp"
 
     # -- hooks for subclasses ---------------------------------------------------------------
-    def configure(self) -> None:
-        """Read options with :meth:`option` and check them (raise InputError)."""
-
     def setup(self, ksp) -> None:
         """Fix norm type / PC side; called at every ``KSPSetUp`` and before every solve."""
         ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
@@ -208,11 +213,6 @@ class PythonKSP(_PythonContext):
         raise NotImplementedError
 
     # -- PETSc hooks -------------------------------------------------------------------------
-    def setFromOptions(self, ksp) -> None:
-        self._attach(ksp)
-        self.prefix = self._prefix_of(ksp)
-        self._guard(self.configure)
-
     def setUp(self, ksp) -> None:
         self._attach(ksp)
         self.prefix = self._prefix_of(ksp)
@@ -308,9 +308,6 @@ class PythonPC(_PythonContext):
 
     _kind = "pc"
 
-    def configure(self) -> None:
-        """Read options with :meth:`option` and check them (raise InputError)."""
-
     def initialize(self, pc) -> None:
         """First set-up."""
 
@@ -326,11 +323,6 @@ class PythonPC(_PythonContext):
         return False
 
     # -- PETSc hooks -------------------------------------------------------------------------
-    def setFromOptions(self, pc) -> None:
-        self._attach(pc)
-        self.prefix = self._prefix_of(pc)
-        self._guard(self.configure)
-
     def setUp(self, pc) -> None:
         self._attach(pc)
         self.prefix = self._prefix_of(pc)
