@@ -91,6 +91,7 @@ def _message(exc: BaseException, comm: MPI.Comm, debug: bool = False) -> str:
 #: How long a rank other than 0 waits before it reports a failure and ends the job, so that when
 #: every rank fails alike (a bad option value, Ctrl-C in a terminal) rank 0 alone reports it.
 GRACE_S = 0.5
+DRAIN_S = 0.3   # lets mpiexec forward the message before MPI_Abort tears the job down
 
 
 def _end_job(comm: MPI.Comm, code: int, message: str) -> int:
@@ -104,6 +105,7 @@ def _end_job(comm: MPI.Comm, code: int, message: str) -> int:
     if comm.size == 1:
         return code
     sys.stdout.flush()
+    time.sleep(DRAIN_S)  # Abort kills the I/O forwarding too: a message still in flight is lost
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
