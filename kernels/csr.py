@@ -16,7 +16,7 @@ from hybridsolve.kernels._jit import serial_and_parallel
 from hybridsolve.kernels.stencil import PARALLEL_MIN
 
 __all__ = ["unsigned", "spmv", "diagonal", "diagonal_positions", "sor_lex", "sor_solve", "greedy_colouring", "colour_groups", "sor_multicolour",
-           "sweep"]
+           "sweep", "aggregate"]
 
 
 def unsigned(a: np.ndarray) -> np.ndarray:
@@ -161,6 +161,53 @@ def greedy_colouring(indptr, indices):
             c += 1
         colour[i] = c
     return colour
+
+
+@njit(cache=True)
+def aggregate(indptr, indices, radius, offset):
+    """Graph aggregates: balls of ``radius`` (graph distance) grown greedily in row order.
+
+    ``indptr, indices`` are the rows of a (locally) square matrix whose column ``j`` is row
+    ``j - offset`` (``offset``: the first global row of this rank; columns outside the local
+    block are ignored). Rows with no off-diagonal neighbour in the block (identity rows of
+    Dirichlet or solid cells) belong to no aggregate: ``-1``. Returns ``(aggregate of each row,
+    number of aggregates)``; the aggregates are numbered in order of their first row.
+    """
+    n = indptr.size - 1
+    agg = -np.ones(n, dtype=np.int64)
+    queue = np.empty(n, dtype=np.int64)
+    depth = np.empty(n, dtype=np.int64)
+    count = 0
+    for s in range(n):
+        if agg[s] >= 0:
+            continue
+        lonely = True
+        for p in range(indptr[s], indptr[s + 1]):
+            j = indices[p] - offset
+            if 0 <= j < n and j != s:
+                lonely = False
+                break
+        if lonely:
+            continue
+        head, tail = 0, 1
+        queue[0] = s
+        depth[0] = 0
+        agg[s] = count
+        while head < tail:
+            u = queue[head]
+            d = depth[head]
+            head += 1
+            if d == radius:
+                continue
+            for p in range(indptr[u], indptr[u + 1]):
+                v = indices[p] - offset
+                if 0 <= v < n and agg[v] < 0:
+                    agg[v] = count
+                    queue[tail] = v
+                    depth[tail] = d + 1
+                    tail += 1
+        count += 1
+    return agg, count
 
 
 def colour_groups(colour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

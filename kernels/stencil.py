@@ -15,7 +15,7 @@ from numba import get_num_threads, njit, prange
 
 from hybridsolve.kernels._jit import serial_and_parallel
 
-__all__ = ["apply_2d", "apply_3d", "apply", "diagonal", "stream_triad", "PARALLEL_MIN"]
+__all__ = ["apply_2d", "apply_3d", "apply", "diagonal", "stream_triad", "csr_rows", "PARALLEL_MIN"]
 
 #: Below this many grid points the serial twin runs: waking a thread pool costs more than the
 #: work (and far more when the cores are shared with other ranks or processes).
@@ -106,6 +106,65 @@ def apply(faces, x, lo=None, hi=None, shift=0.0, y=None):
     else:
         raise ValueError(f"stencil apply needs a 2-D or 3-D grid, got {x.ndim}-D")
     return y
+
+
+@njit(cache=True, boundscheck=False)
+def _csr_rows_3d(wx, wy, wz, shift, r0, r1, indptr, indices, data, fill):
+    """Rows ``r0:r1`` of the 7-point operator (2-D: a leading axis of length 1), columns in
+    increasing order, zero faces left out: counts into ``indptr`` (``fill`` False), then the
+    entries (``fill`` True)."""
+    n0, n1, n2 = wx.shape[0] - 1, wy.shape[1] - 1, wz.shape[2] - 1
+    s1 = n2
+    s0 = n1 * n2
+    for r in range(r0, r1):
+        i = r // s0
+        j = (r // s1) % n1
+        k = r % n2
+        w = (wx[i, j, k], wy[i, j, k], wz[i, j, k], wz[i, j, k + 1], wy[i, j + 1, k], wx[i + 1, j, k])
+        off = (-s0, -s1, -1, 1, s1, s0)
+        ok = (i > 0, j > 0, k > 0, k < n2 - 1, j < n1 - 1, i < n0 - 1)
+        q = r - r0
+        if not fill:
+            c = 1
+            for f in range(6):
+                if ok[f] and w[f] != 0.0:
+                    c += 1
+            indptr[q + 1] = c
+            continue
+        p = indptr[q]
+        tot = 0.0
+        for f in range(6):
+            tot += w[f]
+        for f in range(3):
+            if ok[f] and w[f] != 0.0:
+                indices[p] = r + off[f]
+                data[p] = -w[f]
+                p += 1
+        indices[p] = r
+        data[p] = tot + shift if tot != 0.0 else 1.0
+        p += 1
+        for f in range(3, 6):
+            if ok[f] and w[f] != 0.0:
+                indices[p] = r + off[f]
+                data[p] = -w[f]
+                p += 1
+
+
+def csr_rows(faces, shift: float, r0: int, r1: int, index_dtype=np.int32):
+    """Rows ``r0:r1`` of the stencil operator as CSR ``(indptr, indices, data)`` with global,
+    sorted column indices (the same matrix as :func:`hybridsolve.problems.grid.stencil_csr`)."""
+    if len(faces) == 2:
+        wx0, wy0 = faces
+        faces = (np.zeros((2,) + wy0.shape[:1] + wx0.shape[1:]), wx0[None], wy0[None])
+    wx, wy, wz = (np.ascontiguousarray(f, dtype=np.float64) for f in faces)
+    m = r1 - r0
+    indptr = np.zeros(m + 1, dtype=index_dtype)
+    _csr_rows_3d(wx, wy, wz, float(shift), r0, r1, indptr, indptr[:0], np.empty(0), False)
+    np.cumsum(indptr, out=indptr)
+    indices = np.empty(int(indptr[-1]), dtype=index_dtype)
+    data = np.empty(int(indptr[-1]))
+    _csr_rows_3d(wx, wy, wz, float(shift), r0, r1, indptr, indices, data, True)
+    return indptr, indices, data
 
 
 @njit(parallel=True, cache=True)

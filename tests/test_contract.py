@@ -222,6 +222,8 @@ _EMBED = {
     "rcg": {"ksp_type": "python", "ksp_python_type": _PY + "RecyclingCG", "pc_type": "jacobi"},
     "dcdm": {"ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
              "pc_type": "jacobi"},
+    "twolevel": {"ksp_type": "cg", "pc_type": "python",
+                 "pc_python_type": "hybridsolve.solvers.twolevel.TwoLevelPC"},
     "torchpc": {"ksp_type": "fcg", "ksp_fcg_mmax": 2, "pc_type": "python",
                 "pc_python_type": "hybridsolve.learned.petsc.TorchPC", "pc_torch_model": "dcdm2d",
                 "pc_torch_mode": "gathered"},

@@ -121,8 +121,8 @@ def test_spd_only_solver_on_indefinite_family_is_refused(solver, shared_dir, com
 
 
 @pytest.mark.parametrize("solver,family,opts,method", [
-    ("pcg", "darcy", {"discretization": "grid"}, "cg+gamg"),   # one pattern: GAMG reused
-    ("pcg", "darcy", {}, "cg+gamg"),
+    ("pcg", "darcy", {"discretization": "grid"}, "cg+twolevelpc"),   # one pattern: two-level PC kept
+    ("pcg", "darcy", {}, "cg+twolevelpc"),
     ("ssor-pcg", "poisson", {}, "cg+sor"),                      # the method fixes its PC
     ("gmres", "helmholtz", {}, "gmres+"),
     ("direct", "darcy", {"discretization": "grid"}, "preonly+cholesky"),   # SPD: Cholesky
@@ -288,7 +288,7 @@ def test_interrupted_then_resumed_in_process(family, n, opts, tmp_path, monkeypa
     assert s["resumed"] == 4 and s["status"] == "complete"
     _check_dataset(out, family, n, 10, 1e-8, **opts)
     if family == "darcy":
-        assert load(out)["provenance"]["method"] in ("cg+gamg", "cg+icc")
+        assert load(out)["provenance"]["method"] in ("cg+twolevelpc", "cg+gamg", "cg+icc")
 
 
 # --- h5py: loaded only by the dataset module, on the first HDF5 read or write --------------------

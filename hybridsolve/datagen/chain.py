@@ -46,19 +46,20 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                    desc=f"datagen {family.name} ({cfg.mode} mode, rank 0 of {comm.size})")
     from hybridsolve.stack import PETSc
 
-    # Candidates: (options, copy into one Mat object). With the automatic choice for a changing
-    # SPD matrix, the first samples are solved with each candidate in turn and the chain goes on
-    # with the faster one (its per-sample solve time, PC set-up included, measured here): GAMG
-    # recycled along the chain wins on the 5-point Darcy grid, ICC on P1 Darcy (skr_bar.md).
-    pattern = _shares_pattern(cfg, family) and name == "pcg"
-    candidates = [(opts, pattern)]
+    # Candidates: with the automatic choice for a changing SPD matrix, the first samples are
+    # solved with each candidate in turn and the chain goes on with the fastest (its per-sample
+    # solve time, PC set-up included, measured here): the two-level PC (a coarse space kept
+    # along the chain), GAMG with its interpolation kept, and plain ICC (skr_bar.md).
+    one_mat = _shares_pattern(cfg, family)
+    candidates = [opts]
     user_pc = "pc_type" in cfg.petsc or PETSc.Options().hasName("datagen_pc_type")
-    if pattern and cfg.solver == "auto" and not user_pc:
-        alt = {k: v for k, v in opts.items() if not k.startswith("pc_gamg")}
-        alt.update({"pc_type": "icc"} if cfg.mode == "data" or sub.size == 1 else
-                   {"pc_type": "bjacobi", "sub_pc_type": "icc"})
-        candidates.append((alt, False))
-    solvers = [KrylovSolver(sub, prefix="datagen_", options=o) for o, _ in candidates]
+    if one_mat and name == "pcg" and cfg.solver == "auto" and not user_pc:
+        plain = {k: v for k, v in opts.items() if not k.startswith(("pc_gamg", "pc_twolevel", "pc_python"))}
+        candidates = [dict(plain, pc_type="gamg", pc_gamg_reuse_interpolation="true")]
+        candidates.append(dict(plain, pc_type="icc") if cfg.mode == "data" or sub.size == 1 else
+                          dict(plain, pc_type="bjacobi", sub_pc_type="icc"))
+        candidates.insert(0, dict(opts))
+    solvers = [KrylovSolver(sub, prefix="datagen_", options=o) for o in candidates]
     trial, trial_times = 3, [[] for _ in candidates]
     active, n_solved = 0, 0
     solver = solvers[0]
@@ -73,28 +74,29 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                 continue
             if len(candidates) > 1 and n_solved < trial * len(candidates):
                 active = n_solved // trial          # still trying the candidates in turn
-            solver, pattern = solvers[active], candidates[active][1]
+            solver = solvers[active]
             reuse = family.fixed_matrix and cfg.reuse_matrix and fixed_A is not None
             system = family.system_from_params(params[idx], sub, index=idx,
                                                previous=prev_x if family.sequential else None,
-                                               matrix=not reuse)
+                                               matrix=not reuse,
+                                               into=fixed_A if one_mat else None)
             if family.sequential and prev_x is None and idx > 0:
                 raise SolverError("datagen: heat chain resumed without its previous step")
             A = fixed_A if reuse else system.A
             if family.fixed_matrix and cfg.reuse_matrix and fixed_A is None:
                 fixed_A = A
-            elif pattern:
-                # the chain's one Mat object: new values, same pattern, same PC hierarchy
-                if fixed_A is None:
-                    fixed_A = system.A.duplicate(copy=True)
-                else:
-                    system.A.copy(fixed_A, structure=PETSc.Mat.Structure.SAME_NONZERO_PATTERN)
-                system.A.destroy()
-                A = fixed_A
+            elif one_mat and A is not fixed_A:
+                # the chain's one Mat object: later systems write only their values into it
+                # (values-only assembly), and the PCs refactor numerically (ICC, the two-level
+                # PC's coarse operator) or keep their hierarchy (GAMG's interpolation)
+                if fixed_A is not None:
+                    stats["pattern_changes"] = stats.get("pattern_changes", 0) + 1
+                    fixed_A.destroy()
+                fixed_A = A
             x0 = system.x0
             if cfg.warm_start and prev_x is not None and prev_x.getSize() == system.size:
                 x0 = prev_x
-            if _is_direct(candidates[active][0]):  # a direct solve takes no initial guess
+            if _is_direct(candidates[active]):  # a direct solve takes no initial guess
                 x0 = None
             system.A = A  # the operator actually solved with (shared for fixed matrices)
             bnorm = system.b.norm()
@@ -125,6 +127,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                     stats["method"] = solvers[active].method()
                     stats["trial"] = {solvers[i].method(): float(c) for i, c in enumerate(cost)}
             stats["ksp"] = _describe(solvers[active])
+            stats["options"] = dict(candidates[active])
             stats["iterations"] += res.iterations
             stats["solve_time"] += res.time
             if prev_x is not None and prev_x is not res.x:

@@ -79,6 +79,10 @@ class DatagenConfig:
 
 
 # --- choosing the solver -------------------------------------------------------------------------
+#: the two-level PC (hybridsolve.solvers.twolevel) by options
+TWO_LEVEL = {"pc_type": "python", "pc_python_type": "hybridsolve.solvers.twolevel.TwoLevelPC"}
+
+
 def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
     """The solver's name and default PETSc options for this family (command line still wins)."""
     spd = family.symmetric and family.definite
@@ -104,10 +108,10 @@ def solver_options(cfg: DatagenConfig, family) -> tuple[str, dict]:
         local = {"pc_type": local_ilu}
     opts: dict[str, Any] = method.petsc_options()
     if name == "pcg" and _shares_pattern(cfg, family):
-        # one Mat object along the chain: GAMG keeps its interpolation from the first
-        # system and only recomputes the coarse operators (the multigrid hierarchy is
-        # recycled), measured 2x cheaper per solve than a fresh set-up on Darcy
-        opts.update({"pc_type": "gamg", "pc_gamg_reuse_interpolation": "true"})
+        # one Mat object along the chain (values-only assembly): the two-level PC keeps its
+        # coarse space from the first system and refreshes only numbers (W^T A W, Cholesky,
+        # ICC); with --solver auto, GAMG (interpolation kept) and ICC are tried against it
+        opts.update(TWO_LEVEL)
     elif name == "direct":
         opts["pc_type"] = "cholesky" if spd else "lu"
         if cfg.mode == "domain":

@@ -58,6 +58,10 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     summary = None
     methods = [m for m in comm.allgather(stats.get("method")) if m]
     ksps = [k for k in comm.allgather(stats.get("ksp")) if k]
+    chosen = [o for o in comm.allgather(stats.get("options")) if o]
+    trials = [t for t in comm.allgather(stats.get("trial")) if t]
+    if chosen:   # the options of the candidate the chain went on with (auto's trial)
+        opts = chosen[0]
     if comm.rank == 0:
         from hybridsolve.stack import PETSc
 
@@ -69,6 +73,8 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
                             ksps[0] if ksps else None)
         shutil.rmtree(parts.dir, ignore_errors=True)
     summary = comm.bcast(summary, root=0)
+    summary.update(method=methods[0] if methods else None, ksp=ksps[0] if ksps else None,
+                   trial=trials[0] if trials else None)
     summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,
                    phase_time=t_solve, ranks=comm.size, mode=cfg.mode,
                    solved_here=comm.allreduce(stats["solved"]),

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from hybridsolve.stack import MPI, PETSc
 
-__all__ = ["ownership_range", "mat_from_local_csr", "vec_from_local", "gather_canonical",
+__all__ = ["mat_from_rows", "refill_rows", "ownership_offset", "ownership_range", "mat_from_local_csr", "vec_from_local", "gather_canonical",
            "gather_rows_canonical", "gather_csr_canonical", "operator_key", "assemble_ghosts",
            "scatter_ghosts", "MultiVec", "combine"]
 
@@ -37,6 +37,47 @@ def mat_from_local_csr(comm: MPI.Comm, n: int, local: sp.csr_matrix) -> PETSc.Ma
     )
     A.assemble()
     return A
+
+
+_PATTERN = "hybridsolve.csr_pattern"
+
+
+def mat_from_rows(comm: MPI.Comm, n: int, indptr: np.ndarray, indices: np.ndarray,
+                  data: np.ndarray) -> PETSc.Mat:
+    """An AIJ matrix whose owned rows are the CSR arrays (global column indices), set up for
+    values-only refills (:func:`refill_rows`): PETSc's COO preallocation, pattern remembered."""
+    nloc = len(indptr) - 1
+    r0 = ownership_offset(comm, nloc)
+    A = PETSc.Mat().createAIJ(size=((nloc, n), (nloc, n)), comm=comm)
+    rows = np.repeat(np.arange(r0, r0 + nloc, dtype=PETSc.IntType), np.diff(indptr))
+    # PETSc may overwrite the index arrays it is given (MPIAIJ remaps them): give it a copy
+    A.setPreallocationCOO(rows, np.array(indices, dtype=PETSc.IntType, copy=True))
+    A.setValuesCOO(np.asarray(data, dtype=PETSc.ScalarType))
+    A.assemble()
+    A.getDict()[_PATTERN] = (np.array(indptr, copy=True), np.array(indices, copy=True))
+    return A
+
+
+def refill_rows(A: PETSc.Mat, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> bool:
+    """Write new values into ``A`` (made by :func:`mat_from_rows`) when the rows have its
+    sparsity pattern on every rank; returns whether it did (else ``A`` is unchanged)."""
+    pattern = A.getDict().get(_PATTERN)
+    same = (pattern is not None and np.array_equal(pattern[0], indptr)
+            and np.array_equal(pattern[1], indices))
+    comm = A.getComm().tompi4py()
+    if comm.size > 1:
+        same = bool(comm.allreduce(same, op=MPI.LAND))
+    if same:
+        A.setValuesCOO(np.asarray(data, dtype=PETSc.ScalarType))
+        A.assemble()
+    return same
+
+
+def ownership_offset(comm: MPI.Comm, nloc: int) -> int:
+    """The first global row of this rank when the ranks own ``nloc`` consecutive rows each."""
+    if comm.size == 1:
+        return 0
+    return int(comm.exscan(nloc) or 0)
 
 
 def vec_from_local(comm: MPI.Comm, n: int, local: np.ndarray) -> PETSc.Vec:

@@ -166,7 +166,8 @@ class ProblemFamily(abc.ABC):
         """Draw system ``index``'s parameter array."""
 
     @abc.abstractmethod
-    def build(self, params: np.ndarray, comm, index: int | None, previous=None) -> LinearSystem:
+    def build(self, params: np.ndarray, comm, index: int | None, previous=None,
+              into=None) -> LinearSystem:
         """Assemble the system for ``params`` on ``comm``."""
 
     def build_rhs(self, params: np.ndarray, comm, index: int | None) -> LinearSystem:
@@ -219,11 +220,14 @@ class ProblemFamily(abc.ABC):
         return self.system_from_params(self.params(index), comm, index=index, previous=previous)
 
     def system_from_params(self, params: np.ndarray, comm=None, *, index: int | None = None,
-                           previous=None, matrix: bool = True) -> LinearSystem:
+                           previous=None, matrix: bool = True, into=None) -> LinearSystem:
         """Assemble the system defined by a given parameter array (validated first).
 
         ``matrix=False`` (fixed-matrix families only) skips the matrix: ``A`` is ``None`` and
-        the caller reuses the one it has.
+        the caller reuses the one it has. ``into``: a matrix of an earlier system of this family
+        (same communicator); where the new matrix has its sparsity pattern (assembled grid
+        families, DOLFINx families) only its values are rewritten and the system's ``A`` *is*
+        ``into``; otherwise ``A`` is a new matrix.
         """
         from hybridsolve.stack import MPI
 
@@ -231,7 +235,7 @@ class ProblemFamily(abc.ABC):
         params = self.check_params(params)
         if not matrix and not self.fixed_matrix:
             raise InputError(f"{self.name}: only fixed-matrix families can skip the matrix")
-        sys_ = self.build(params, comm, index, previous) if matrix else \
+        sys_ = self.build(params, comm, index, previous, into) if matrix else \
             self.build_rhs(params, comm, index)
         sys_.meta.update(family=self.name, index=index, seed=self.seed, n=self.n,
                          count=self.count, size=sys_.size, symmetric=self.symmetric,

@@ -169,11 +169,19 @@ class P1Problem:
         x = self.dof_coordinates
         f.x.array[:] = values(x[:, 0], x[:, 1])
 
-    def assemble(self):
-        """Assemble ``(A, b)`` with the current coefficient values (new PETSc objects)."""
+    def assemble(self, into=None):
+        """Assemble ``(A, b)`` with the current coefficient values (new PETSc objects); with
+        ``into`` (a matrix this problem assembled before) the matrix values are written into it
+        (same sparsity pattern: values only) and ``A`` is ``into``."""
         from dolfinx.fem import petsc as fp
 
-        A = fp.assemble_matrix(self.a, bcs=self.bcs)
+        if into is not None and into.getDict().get("hybridsolve.form") is self.a:
+            A = into
+            A.zeroEntries()
+            fp.assemble_matrix(A, self.a, bcs=self.bcs)
+        else:
+            A = fp.assemble_matrix(self.a, bcs=self.bcs)
+            A.getDict()["hybridsolve.form"] = self.a
         A.assemble()
         return A, self.assemble_rhs()
 

@@ -41,10 +41,10 @@ class FEMFamily(ProblemFamily):
                             local_coordinates=model.problem.local_coordinates,
                             extra={"problem": model.problem})
 
-    def build(self, params, comm, index, previous=None) -> LinearSystem:
+    def build(self, params, comm, index, previous=None, into=None) -> LinearSystem:
         model = self.model(comm)
         self.set_coefficients(model, params)
-        A, b = model.problem.assemble()
+        A, b = model.problem.assemble(into=into)
         return LinearSystem(A=A, b=b, params=params, meta={"discretization": "P1 FEM"},
                             canonical=model.problem.canonical,
                             local_coordinates=model.problem.local_coordinates,

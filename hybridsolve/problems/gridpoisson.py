@@ -56,13 +56,13 @@ class GridPoisson(ProblemFamily):
             raise InputError("grid: the mask (params[1]) must hold only 0 (solid) and 1 (fluid)")
         return params
 
-    def build(self, params, comm, index, previous=None) -> LinearSystem:
+    def build(self, params, comm, index, previous=None, into=None) -> LinearSystem:
         from hybridsolve.problems.petsc import grid_system
 
         mask = params[1].astype(bool)
         matfree = self.opts["operator"] == "matfree"
         A, b, canon, coords = grid_system(comm, self.shape, params[0] * mask, mask=mask,
-                                          matfree=matfree)
+                                          matfree=matfree, into=into)
         return LinearSystem(A=A, b=b, params=params,
                             meta={"discretization": f"{2 * self.opts['dim'] + 1}-point grid",
                                   "solid_cells": int(np.count_nonzero(~mask)),
@@ -154,7 +154,7 @@ class Heat(ProblemFamily):
         cx, cy = 0.5 + 0.25 * np.cos(ph), 0.5 + 0.25 * np.sin(ph)
         return self.opts["amplitude"] * bump(X, Y, cx, cy, self.opts["width"])
 
-    def build(self, params, comm, index, previous=None) -> LinearSystem:
+    def build(self, params, comm, index, previous=None, into=None) -> LinearSystem:
         from hybridsolve.la.petsc import ownership_range, vec_from_local
         from hybridsolve.problems.petsc import grid_system
 

@@ -129,7 +129,7 @@ class Helmholtz(Poisson):
         model.g.x.array[:] = 0.0
         model.k2.value = params[-1] ** 2
 
-    def build(self, params, comm, index, previous=None):
+    def build(self, params, comm, index, previous=None, into=None):
         sys_ = super().build(params, comm, index, previous)
         sys_.meta["k"] = float(params[-1])
         return sys_

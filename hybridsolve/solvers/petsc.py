@@ -144,7 +144,11 @@ class KrylovSolver:
         kind = self._ksp.getType()
         if kind == "python":
             kind = type(self._ksp.getPythonContext()).__name__.lower()
-        return f"{kind}+{self._ksp.getPC().getType()}"
+        pc = self._ksp.getPC()
+        pkind = pc.getType()
+        if pkind == "python":
+            pkind = type(pc.getPythonContext()).__name__.lower()
+        return f"{kind}+{pkind}"
 
     def solve(self, A: PETSc.Mat, b: PETSc.Vec, x0: PETSc.Vec | None = None, *,
               P: PETSc.Mat | None = None, error_if_not_converged: bool = False) -> SolveResult:

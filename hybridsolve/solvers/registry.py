@@ -93,6 +93,12 @@ register_method("ssor-pcg", {"ksp_type": "cg", "pc_type": "sor", **_UNPREC},
                 "CG preconditioned by symmetric SOR", spd=True, pc=False)
 register_method("gmres", {"ksp_type": "gmres", "ksp_gmres_restart": 40, "ksp_pc_side": "right",
                           **_UNPREC}, "restarted GMRES(40), right preconditioning")
+# CG with the two-level PC (hybridsolve.solvers.twolevel): a coarse space kept along a sequence
+register_method("twolevel-pcg", {"ksp_type": "cg", "pc_type": "python",
+                                 "pc_python_type": "hybridsolve.solvers.twolevel.TwoLevelPC",
+                                 **_UNPREC},
+                "CG with the two-level PC: ICC + smoothed-aggregation coarse space kept along a "
+                "sequence (-pc_twolevel_*)", spd=True, pc=False)
 register_method("direct", {"ksp_type": "preonly", "pc_type": "lu"},
                 "sparse LU (Cholesky for SPD families in datagen)", pc=False)
 # Krylov recycling across a sequence (hybridsolve.recycling): keep one KrylovSolver
