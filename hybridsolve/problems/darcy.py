@@ -57,8 +57,17 @@ class Darcy(FEMFamily):
 
     def build(self, params, comm, index, previous=None, into=None) -> LinearSystem:
         if self.opts["discretization"] == "fem":
-            sys_ = super().build(params, comm, index, previous, into)
-            return sys_
+            model = self.model(comm)
+            self.set_coefficients(model, params)
+            fast = self._fast(model)
+            if fast is None:
+                return super().build(params, comm, index, previous, into)
+            A = fast.assemble(model.kappa.x.array, into)
+            return LinearSystem(A=A, b=model.problem.assemble_rhs(), params=params,
+                                meta={"discretization": "P1 FEM"},
+                                canonical=model.problem.canonical,
+                                local_coordinates=model.problem.local_coordinates,
+                                extra={"problem": model.problem})
         from hybridsolve.problems.petsc import grid_system
 
         shape = (self.n - 1, self.n - 1)
@@ -70,6 +79,25 @@ class Darcy(FEMFamily):
                                                            "operator": self.opts["operator"]},
                             canonical=canon, local_coordinates=coords,
                             default_options=dict(MATFREE_DEFAULTS) if matfree else {})
+
+    def _fast(self, model):
+        """The precomputed P1 assembly (:class:`~hybridsolve.problems.fem.P1DiffusionMatrix`),
+        checked once against DOLFINx's own with the current kappa; None where they differ."""
+        fast = getattr(model, "fast", None)
+        if fast is None:
+            from hybridsolve.problems.fem import P1DiffusionMatrix
+
+            fast = P1DiffusionMatrix(model.problem)
+            diff = fast.check(model.problem, model.kappa.x.array)
+            if not diff <= 1e-12:
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "darcy: the precomputed P1 assembly differs from DOLFINx's by %.2e; "
+                    "assembling with DOLFINx", diff)
+                fast = False
+            model.fast = fast
+        return fast or None
 
     def make_model(self, comm):
         from hybridsolve.problems import fem

@@ -18,7 +18,7 @@ import dolfinx  # noqa: E402
 import dolfinx.fem.petsc  # noqa: E402
 import ufl  # noqa: E402
 
-__all__ = ["unit_square", "gmsh_domain", "P1Problem", "GMSH_DOMAINS"]
+__all__ = ["unit_square", "gmsh_domain", "P1Problem", "P1DiffusionMatrix", "GMSH_DOMAINS"]
 
 
 def unit_square(comm: MPI.Comm, n: int) -> dolfinx.mesh.Mesh:
@@ -204,3 +204,81 @@ class P1Problem:
         e = dolfinx.fem.form((uh - exact) ** 2 * ufl.dx(metadata={"quadrature_degree": degree}))
         local = dolfinx.fem.assemble_scalar(e)
         return float(np.sqrt(self.mesh.comm.allreduce(local, op=MPI.SUM)))
+
+
+class P1DiffusionMatrix:
+    """Values-only assembly of ``(kappa grad u, grad v)`` on P1 triangles with ``kappa`` in the
+    same P1 space: the matrix is linear in kappa's values, so it is precomputed per cell.
+
+    On a triangle the basis gradients are constant, so the element matrix is
+    ``mean(kappa at the 3 vertices) * |T| grad(phi_i) . grad(phi_j)``, exactly what DOLFINx's
+    quadrature gives for this form. The cell matrices, the COO positions (PETSc's
+    ``MatSetPreallocationCOO``, which sums the cell contributions and sends the off-process
+    ones) and the Dirichlet rows and columns (dropped; 1 on the owned diagonal, as DOLFINx does)
+    are computed once; an assembly is then a gather, a product and ``MatSetValuesCOO``.
+
+    :meth:`check` compares it with DOLFINx's own assembly (callers use it before trusting it).
+    """
+
+    def __init__(self, problem: "P1Problem") -> None:
+        mesh, V = problem.mesh, problem.V
+        if mesh.topology.cell_type != dolfinx.mesh.CellType.triangle or mesh.geometry.dim < 2:
+            raise ValueError("P1DiffusionMatrix needs a triangle mesh")
+        tdim = mesh.topology.dim
+        ncell = mesh.topology.index_map(tdim).size_local
+        dofs = V.dofmap.list[:ncell].astype(np.int64)             # local (owned + ghost)
+        xg = mesh.geometry.x[mesh.geometry.dofmaps[0][:ncell]][:, :, :2]  # (cells, 3, 2)
+        B = np.stack([xg[:, 1] - xg[:, 0], xg[:, 2] - xg[:, 0]], axis=2)  # columns: edges
+        det = B[:, 0, 0] * B[:, 1, 1] - B[:, 0, 1] * B[:, 1, 0]
+        inv_t = np.stack([np.stack([B[:, 1, 1], -B[:, 1, 0]], 1),
+                          np.stack([-B[:, 0, 1], B[:, 0, 0]], 1)], 1) / det[:, None, None]
+        ref = np.array([[-1.0, -1.0], [1.0, 0.0], [0.0, 1.0]])
+        grads = np.einsum("cij,kj->cki", inv_t, ref)              # (cells, 3 basis, 2)
+        K = 0.5 * np.abs(det)[:, None, None] * np.einsum("cki,cli->ckl", grads, grads)
+        imap = V.dofmap.index_map
+        l2g = imap.local_to_global(np.arange(imap.size_local + imap.num_ghosts, dtype=np.int32))
+        bc = np.zeros(imap.size_local + imap.num_ghosts, dtype=bool)
+        for b in problem.bcs:
+            bc[b.dof_indices()[0]] = True
+        rows = np.repeat(dofs, 3, axis=1).reshape(-1)
+        cols = np.tile(dofs, (1, 3)).reshape(-1)
+        self._keep = ~(bc[rows] | bc[cols])
+        owned_bc = np.flatnonzero(bc[: imap.size_local])
+        self._K = K.reshape(-1)[self._keep]
+        self._cell = np.repeat(np.arange(ncell), 9)[self._keep]
+        self._dofs = dofs
+        self._ones = np.ones(owned_bc.size)
+        self.coo = (np.concatenate([l2g[rows[self._keep]], l2g[owned_bc]]).astype(PETSc.IntType),
+                    np.concatenate([l2g[cols[self._keep]], l2g[owned_bc]]).astype(PETSc.IntType))
+        self.sizes = ((imap.size_local, imap.size_global),) * 2
+        self.comm = mesh.comm
+
+    def values(self, kappa: np.ndarray) -> np.ndarray:
+        """The COO values for the P1 coefficient values ``kappa`` (owned + ghost)."""
+        kbar = kappa[self._dofs].mean(axis=1)
+        return np.concatenate([self._K * kbar[self._cell], self._ones])
+
+    def assemble(self, kappa: np.ndarray, into: PETSc.Mat | None = None) -> PETSc.Mat:
+        """The matrix for ``kappa``: written into ``into`` when it is one of ours, else new."""
+        A = into
+        if A is None or A.getDict().get("hybridsolve.p1diffusion") is not self:
+            A = PETSc.Mat().createAIJ(self.sizes, comm=self.comm)
+            A.setPreallocationCOO(*(c.copy() for c in self.coo))   # PETSc may reorder them
+            A.getDict()["hybridsolve.p1diffusion"] = self
+        A.setValuesCOO(self.values(kappa).astype(PETSc.ScalarType))
+        A.assemble()
+        return A
+
+    def check(self, problem: "P1Problem", kappa: np.ndarray, rtol: float = 1e-12) -> float:
+        """The relative Frobenius difference to DOLFINx's assembly with the same kappa."""
+        from dolfinx.fem import petsc as fp
+
+        ref = fp.assemble_matrix(problem.a, bcs=problem.bcs)
+        ref.assemble()
+        A = self.assemble(kappa)
+        nref = ref.norm(PETSc.NormType.FROBENIUS)
+        ref.axpy(-1.0, A, structure=PETSc.Mat.Structure.DIFFERENT_NONZERO_PATTERN)
+        diff = ref.norm(PETSc.NormType.FROBENIUS) / nref
+        ref.destroy()
+        A.destroy()
+        return diff
