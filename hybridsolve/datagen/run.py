@@ -13,6 +13,7 @@ from hybridsolve.datagen.config import DatagenConfig, solver_options
 from hybridsolve.datagen.store import Parts, _prepare
 from hybridsolve.datagen.chain import _solve_chain, _verify
 from hybridsolve.datagen.dataset import _assemble
+from hybridsolve.datagen.progress import Progress, count_parts
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -43,17 +44,28 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     parts = Parts(Path(cfg.out))
     stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0,
              "fallbacks": 0}
-    for _round in range(3):
-        fresh: set[int] = set()
-        _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress, fresh)
-        comm.Barrier()
-        fresh_all = set().union(*comm.allgather(fresh))
-        bad = _verify(cfg, family, params, parts, comm, fresh_all)
-        stats["removed"] += bad
-        if bad == 0:
-            break
-    else:
-        raise SolverError(f"datagen: {bad} samples failed verification three times")
+    bar = None
+    if progress and comm.rank == 0:
+        bar = Progress(cfg.count, f"datagen {family.name} ({cfg.mode} mode, {comm.size} "
+                       f"rank{'s' if comm.size > 1 else ''})", lambda: count_parts(parts.dir))
+    try:
+        for _round in range(3):
+            fresh: set[int] = set()
+            _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, bar, fresh)
+            _wait_for_all(comm, bar)
+            fresh_all = set().union(*comm.allgather(fresh))
+            bad = _verify(cfg, family, params, parts, comm, fresh_all)
+            stats["removed"] += bad
+            if bad == 0:
+                break
+        else:
+            raise SolverError(f"datagen: {bad} samples failed verification three times")
+    except BaseException:
+        if bar is not None:
+            bar.close(ok=False)
+        raise
+    if bar is not None:
+        bar.close()
     t_solve = time.perf_counter() - t_start - t_sort
     summary = None
     methods = [m for m in comm.allgather(stats.get("method")) if m]
@@ -74,3 +86,16 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
                    solved_here=comm.allreduce(stats["solved"]),
                    resumed=comm.allreduce(stats["skipped"]), removed=comm.allreduce(stats["removed"]))
     return summary
+
+
+def _wait_for_all(comm, bar) -> None:
+    """A barrier during which rank 0 keeps counting the other ranks' samples (progress)."""
+    if comm.size == 1:
+        return
+    req = comm.Ibarrier()
+    if bar is None:
+        req.Wait()
+        return
+    while not req.Test():
+        bar.poll()
+        time.sleep(0.2)
