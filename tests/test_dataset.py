@@ -314,6 +314,33 @@ def test_resume_after_a_crash_with_equivalent_options_and_no_temporaries(tmp_pat
     assert verify(out, MPI.COMM_SELF)["failures"] == []
 
 
+def test_a_failed_final_write_ends_every_rank_and_the_rerun_completes(shared_dir, comm,
+                                                                     monkeypatch):
+    """Rank 0 alone writes the file: when that fails, the other ranks are told (no hang)."""
+    from hybridsolve.datagen import dataset
+    from hybridsolve.errors import SolverError
+
+    out = shared_dir / "fw.h5"
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst) == str(out):
+            raise OSError("simulated full disk")
+        real_replace(src, dst)
+
+    cfg = dict(family="darcy", n=6, count=4, out=str(out), options={"discretization": "grid"})
+    monkeypatch.setattr(dataset.os, "replace", failing_replace)
+    with pytest.raises(OSError if comm.rank == 0 else SolverError, match="simulated full disk"):
+        run(DatagenConfig(**cfg), comm, progress=False)
+    monkeypatch.setattr(dataset.os, "replace", real_replace)
+    comm.Barrier()
+    s = run(DatagenConfig(**cfg), comm, progress=False)
+    assert s["status"] == "complete" and s["resumed"] == 4
+    if comm.rank == 0:
+        assert sorted(p.name for p in shared_dir.iterdir()) == ["fw.h5"]
+    comm.Barrier()
+
+
 # --- progress --------------------------------------------------------------------------------------
 def test_progress_without_a_terminal_is_plain_lines():
     from hybridsolve.datagen.progress import Progress

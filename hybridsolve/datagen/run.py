@@ -76,11 +76,17 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
         given = {k[len("datagen_"):]: v for k, v in PETSc.Options().getAll().items()
                  if k.startswith("datagen_")}
         effective = {**{k: str(v) for k, v in opts.items()}, **{k: str(v) for k, v in given.items()}}
-        summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size, t_sort,
-                            time.perf_counter() - t_start, methods[0] if methods else None,
-                            ksps[0] if ksps else None)
+        try:
+            summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size,
+                                t_sort, time.perf_counter() - t_start,
+                                methods[0] if methods else None, ksps[0] if ksps else None)
+        except Exception as err:  # the other ranks must not wait for a summary forever
+            comm.bcast((None, f"{type(err).__name__}: {err}"), root=0)
+            raise
         shutil.rmtree(parts.dir, ignore_errors=True)
-    summary = comm.bcast(summary, root=0)
+    summary, why = comm.bcast((summary, None), root=0)
+    if why is not None:
+        raise SolverError(f"datagen: rank 0 failed to write {cfg.out} ({why}); rerun the command")
     summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,
                    phase_time=t_solve, ranks=comm.size, mode=cfg.mode,
                    solved_here=comm.allreduce(stats["solved"]),

@@ -91,14 +91,15 @@ def _check(ds, family, tol: float, i: int) -> dict:
     from hybridsolve.stack import MPI
 
     p, solution = ds[i]
-    x = ds.unknowns(i)
+    gi = ds.grid_index
+    x = solution.reshape(-1) if gi is None else solution.reshape(-1)[gi]
     why = []
     if not np.array_equal(p, family.params(i)):
         why.append("inputs differ from the family's draw for the provenance's seed")
     boundary = ds.layout.get("boundary_value")
-    if boundary is not None and ds.grid_index is not None:
+    if boundary is not None and gi is not None:
         mask = np.ones(solution.size, dtype=bool)
-        mask[ds.grid_index] = False
+        mask[gi] = False
         if not np.all(solution.reshape(-1)[mask] == boundary):
             why.append(f"boundary values are not the Dirichlet value {boundary:g}")
     previous = None
