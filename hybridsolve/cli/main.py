@@ -23,7 +23,7 @@ from typing import Sequence
 from hybridsolve.cli.args import (Parser, UsageError, add_common, check_outputs,
                                   normalise, report_unused, suggest, unknown_flags, world_rank)
 
-COMMANDS = ("problems", "solve", "datagen", "tune", "train", "move", "demo")
+COMMANDS = ("problems", "solve", "datagen", "verify", "tune", "train", "move", "demo")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="start every solve from zero instead of the chain neighbour's solution")
     g.add_argument("--mode", default="data", choices=["data", "domain"],
                    help="under MPI: split the chain over ranks (data) or distribute each system")
+
+    v = add("verify", "check a datagen dataset: re-assemble every sample's system from the "
+                      "file and recompute its true residual ||b - Ax|| / ||b|| (exit code 1 "
+                      "when any sample is above the stored tolerance)")
+    v.add_argument("file", type=Path, help="the dataset (.h5)")
+    v.add_argument("--json", type=Path, help="write the report (per-sample residuals) as JSON")
 
     t = add("tune", "learn SOR's omega (or any PETSc option) online across a sequence of "
                     "systems with a bandit learner (Khodak et al., ICLR 2024)")
@@ -219,11 +225,12 @@ def _main(argv: Sequence[str] | None) -> int:
         stack.init(petsc_args)
         logger.info("%s on %d rank(s); PETSc options: %s", args.command, comm.size, given)
         logger.debug("arguments: %s", vars(args))
-        from hybridsolve.cli import datagen, demo, move, problems, solve, train, tune
+        from hybridsolve.cli import datagen, demo, move, problems, solve, train, tune, verify
 
         commands = {"problems": lambda: problems.cmd_problems(args),
                     "solve": lambda: solve.cmd_solve(args, comm),
                     "datagen": lambda: datagen.cmd_datagen(args, comm),
+                    "verify": lambda: verify.cmd_verify(args, comm),
                     "train": lambda: train.cmd_train(args, comm),
                     "tune": lambda: tune.cmd_tune(args, comm),
                     "demo": lambda: demo.cmd_demo(args, comm),

@@ -37,13 +37,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
     stats["skipped"] += int((~todo).sum()) if writer else 0
     if not todo.any():
         return
-    bar = None
-    if progress and comm.rank == 0:
-        from tqdm import tqdm
-
-        total = len(chain)
-        bar = tqdm(total=total, initial=total - int(todo.sum()), unit="sample", dynamic_ncols=True,
-                   desc=f"datagen {family.name} ({cfg.mode} mode, rank 0 of {comm.size})")
+    bar = progress if comm.rank == 0 else None  # the global count's Progress (run.py) or None
     from hybridsolve.stack import PETSc
 
     # Candidates: with the automatic choice for a changing SPD matrix, the first samples are
@@ -141,8 +135,6 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
             if bar is not None:
                 bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
         for sv in solvers:
             sv.destroy()
         if prev_x is not None:

@@ -48,13 +48,31 @@ class DatagenConfig:
     reuse_pattern: bool = True                       # same pattern: one Mat object, values copied
 
     def identity(self) -> dict:
-        """The fields that define the dataset's content; a resumed run must match them."""
+        """The fields that define the dataset's content; a resumed run must match them.
+
+        The family options are normalised (:func:`normalise_options`): values parsed by the
+        option's type, those equal to the family's default left out, so ``--opt alpha=2.5``
+        (darcy's default) or ``alpha=2.50`` is the configuration without it. Leaving defaults
+        out (rather than filling them in) keeps the digest of every configuration written
+        before normalisation existed whose options were written canonically."""
         return {"family": self.family, "n": self.n, "count": self.count, "seed": self.seed,
-                "tol": self.tol, "options": {k: str(v) for k, v in sorted(self.options.items())},
+                "tol": self.tol, "options": normalise_options(self.family, self.options)[0],
                 "hybridsolve_dataset": 1}
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.identity())
+
+    def digests(self) -> set[str]:
+        """The digests a parts folder or dataset of this configuration may carry: this one and
+        the one of the identity before normalisation (options as given, as text), so a run
+        started before normalisation existed (``--opt alpha=3``, now ``3.0``) still resumes."""
+        legacy = {**self.identity(),
+                  "options": {k: str(v) for k, v in sorted(self.options.items())}}
+        return {self.digest(), _digest(legacy)}
+
+    def effective_options(self) -> dict:
+        """Every family option with its value (defaults filled in, values parsed)."""
+        return normalise_options(self.family, self.options)[1]
 
     def validate(self) -> None:
         from hybridsolve.recycling.sorting import ORDERINGS
@@ -76,6 +94,62 @@ class DatagenConfig:
             raise InputError(f"datagen: mode must be data or domain, got {self.mode!r}")
         if not str(self.out).endswith((".h5", ".hdf5")):
             raise InputError(f"datagen: the output file must end in .h5 or .hdf5, got {self.out!r}")
+
+
+def _digest(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def normalise_options(family: str, options: dict) -> tuple[dict, dict]:
+    """A family's options in canonical form: ``(given, effective)``.
+
+    ``given``: the options whose parsed value differs from the family's default, as text of the
+    parsed value (``"3.0"`` for ``alpha=3``), sorted; ``effective``: every option of the family
+    with its parsed value (defaults filled in). An unknown family, an unknown option or a value
+    that does not parse is kept as given (as text): :func:`hybridsolve.problems.get_family`
+    refuses it with a clear message before any work."""
+    from hybridsolve.problems import FAMILIES
+
+    known = getattr(FAMILIES.get(family), "options", {})
+    given: dict[str, str] = {}
+    effective: dict[str, Any] = {k: o.default for k, o in known.items()}
+    for key, val in sorted(options.items()):
+        opt = known.get(key)
+        if opt is None:
+            given[key] = str(val)
+            continue
+        try:
+            parsed = opt.type(val) if val is not None else None
+        except (TypeError, ValueError):
+            given[key] = str(val)
+            continue
+        effective[key] = parsed
+        if parsed != opt.default:
+            given[key] = str(parsed)
+    return given, effective
+
+
+def identity_difference(old: dict | None, new: dict) -> str:
+    """What differs between two identities, in words (``n: 8 there, 12 here; option alpha: 3.0
+    there, 2.5 here``); options compared normalised, defaults filled in."""
+    if not isinstance(old, dict):
+        return "its configuration is unreadable"
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key == "options":
+            continue
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {old.get(key, 'unset')} there, {new.get(key, 'unset')} here")
+
+    def full(opts) -> dict:  # unknown options as text, known ones parsed, defaults filled in
+        given, effective = normalise_options(new.get("family"), opts or {})
+        return {**given, **effective}
+
+    a, b = full(old.get("options")), full(new.get("options"))
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            out.append(f"option {key}: {a.get(key, 'unset')} there, {b.get(key, 'unset')} here")
+    return "; ".join(out) or "same settings, other digest (written by another hybridsolve?)"
 
 
 # --- choosing the solver -------------------------------------------------------------------------

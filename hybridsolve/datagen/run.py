@@ -13,6 +13,7 @@ from hybridsolve.datagen.config import DatagenConfig, solver_options
 from hybridsolve.datagen.store import Parts, _prepare
 from hybridsolve.datagen.chain import _solve_chain, _verify
 from hybridsolve.datagen.dataset import _assemble
+from hybridsolve.datagen.progress import Progress, count_parts
 
 
 # --- the job -------------------------------------------------------------------------------------
@@ -43,17 +44,28 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     parts = Parts(Path(cfg.out))
     stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0,
              "fallbacks": 0}
-    for _round in range(3):
-        fresh: set[int] = set()
-        _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, progress, fresh)
-        comm.Barrier()
-        fresh_all = set().union(*comm.allgather(fresh))
-        bad = _verify(cfg, family, params, parts, comm, fresh_all)
-        stats["removed"] += bad
-        if bad == 0:
-            break
-    else:
-        raise SolverError(f"datagen: {bad} samples failed verification three times")
+    bar = None
+    if progress and comm.rank == 0:
+        bar = Progress(cfg.count, f"datagen {family.name} ({cfg.mode} mode, {comm.size} "
+                       f"rank{'s' if comm.size > 1 else ''})", lambda: count_parts(parts.dir))
+    try:
+        for _round in range(3):
+            fresh: set[int] = set()
+            _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, bar, fresh)
+            _wait_for_all(comm, bar)
+            fresh_all = set().union(*comm.allgather(fresh))
+            bad = _verify(cfg, family, params, parts, comm, fresh_all)
+            stats["removed"] += bad
+            if bad == 0:
+                break
+        else:
+            raise SolverError(f"datagen: {bad} samples failed verification three times")
+    except BaseException:
+        if bar is not None:
+            bar.close(ok=False)
+        raise
+    if bar is not None:
+        bar.close()
     t_solve = time.perf_counter() - t_start - t_sort
     summary = None
     methods = [m for m in comm.allgather(stats.get("method")) if m]
@@ -68,11 +80,17 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
         given = {k[len("datagen_"):]: v for k, v in PETSc.Options().getAll().items()
                  if k.startswith("datagen_")}
         effective = {**{k: str(v) for k, v in opts.items()}, **{k: str(v) for k, v in given.items()}}
-        summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size, t_sort,
-                            time.perf_counter() - t_start, methods[0] if methods else None,
-                            ksps[0] if ksps else None)
+        try:
+            summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size,
+                                t_sort, time.perf_counter() - t_start,
+                                methods[0] if methods else None, ksps[0] if ksps else None)
+        except Exception as err:  # the other ranks must not wait for a summary forever
+            comm.bcast((None, f"{type(err).__name__}: {err}"), root=0)
+            raise
         shutil.rmtree(parts.dir, ignore_errors=True)
-    summary = comm.bcast(summary, root=0)
+    summary, why = comm.bcast((summary, None), root=0)
+    if why is not None:
+        raise SolverError(f"datagen: rank 0 failed to write {cfg.out} ({why}); rerun the command")
     summary.update(method=methods[0] if methods else None, ksp=ksps[0] if ksps else None,
                    trial=trials[0] if trials else None)
     summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,
@@ -80,3 +98,16 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
                    solved_here=comm.allreduce(stats["solved"]),
                    resumed=comm.allreduce(stats["skipped"]), removed=comm.allreduce(stats["removed"]))
     return summary
+
+
+def _wait_for_all(comm, bar) -> None:
+    """A barrier during which rank 0 keeps counting the other ranks' samples (progress)."""
+    if comm.size == 1:
+        return
+    req = comm.Ibarrier()
+    if bar is None:
+        req.Wait()
+        return
+    while not req.Test():
+        bar.poll()
+        time.sleep(0.2)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridsolve.errors import InputError
-from hybridsolve.datagen.config import DatagenConfig
+from hybridsolve.datagen.config import DatagenConfig, identity_difference
 from hybridsolve.datagen.dataset import _h5py
 
 
@@ -72,18 +72,22 @@ class Parts:
 
 def _prepare(cfg: DatagenConfig, comm) -> str | None:
     """Rank 0 checks/creates the parts folder and any existing dataset; returns 'done' when the
-    dataset already exists for this configuration. Raises the same InputError on every rank."""
+    dataset already exists for this configuration. Raises the same InputError on every rank.
+
+    Temporaries a killed run left (the dataset's ``.<name>.tmp-<pid>`` being written at the
+    end, the parts' ``.tmp-*`` files) are removed first: one run per output at a time."""
     out, parts = Path(cfg.out), Parts(Path(cfg.out))
     msg, state = None, None
     if comm.rank == 0:
         try:
             _h5py()  # before any work: the dataset is written with it at the end
+            _remove_temporaries(out, parts)
             if out.exists():
                 prov = _read_provenance(out)
-                if prov is None or prov.get("config_digest") != cfg.digest():
+                if prov is None or prov.get("config_digest") not in cfg.digests():
+                    why = identity_difference((prov or {}).get("identity"), cfg.identity())
                     msg = (f"datagen: {out} exists and was made with another configuration "
-                           f"({(prov or {}).get('identity', 'unreadable')}); choose another --out "
-                           "or delete it")
+                           f"({why}); choose another --out or delete it")
                 else:
                     state = "done"
             if msg is None and state is None:
@@ -91,21 +95,32 @@ def _prepare(cfg: DatagenConfig, comm) -> str | None:
                 cfg_file = parts.dir / "config.json"
                 if cfg_file.exists():
                     old = json.loads(cfg_file.read_text())
-                    if old.get("digest") != cfg.digest():
+                    if old.get("digest") not in cfg.digests():
+                        why = identity_difference(old.get("identity"), cfg.identity())
                         msg = (f"datagen: {parts.dir} holds samples of another configuration "
-                               f"({old.get('identity')}); delete it or choose another --out")
+                               f"({why}); delete it or choose another --out")
                 else:
                     tmp = parts.dir / ".config.json.tmp"
                     tmp.write_text(json.dumps({"digest": cfg.digest(), "identity": cfg.identity()}))
                     os.replace(tmp, cfg_file)
         except InputError as err:
             msg = str(err)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             msg = f"datagen: cannot prepare {out}: {err}"
     msg, state = comm.bcast((msg, state), root=0)
     if msg:
         raise InputError(msg)
     return state
+
+
+def _remove_temporaries(out: Path, parts: Parts) -> None:
+    """The temporaries of a killed run: the dataset's and the parts' (written, then renamed)."""
+    folders = [(out.parent, (f".{out.name}.tmp-",)), (parts.dir, (".tmp-", ".config.json.tmp"))]
+    for folder, prefixes in folders:
+        if folder.is_dir():
+            for entry in os.scandir(folder):
+                if entry.name.startswith(prefixes) and entry.is_file(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
 
 
 def _read_provenance(path: Path) -> dict | None:
