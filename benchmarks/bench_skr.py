@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from common import RESULTS, write_table  # noqa: E402
 from hybridsolve import KrylovSolver, get_family  # noqa: E402
 from hybridsolve.datagen.config import TWO_LEVEL  # noqa: E402
+from hybridsolve.errors import SolverError  # noqa: E402
 from hybridsolve.recycling.sorting import order  # noqa: E402
 from hybridsolve.stack import MPI  # noqa: E402
 
@@ -208,13 +209,22 @@ def bar(count: int, tol: float, families=None, methods=None, repeat=1, code=None
             if check:
                 indep = {k: v for k, v in indep.items() if keep(k)}
                 skr = {k: v for k, v in skr.items() if keep(k)}
-            res_ind = {}
+            res_ind, failed = {}, {}
             for name, kw in indep.items():
-                t, s = datagen_time(family, n, opts, count, tmp, **{
-                    **dict(order="none", warm_start=False, reuse_matrix=False,
-                           reuse_pattern=False, tol=tol, repeat=repeat, seed=seed), **kw})
+                try:
+                    t, s = datagen_time(family, n, opts, count, tmp, **{
+                        **dict(order="none", warm_start=False, reuse_matrix=False,
+                               reuse_pattern=False, tol=tol, repeat=repeat, seed=seed), **kw})
+                except SolverError as err:   # a row that fails is shown, not the end of the run
+                    failed[name] = str(err)
+                    print(label, name, "failed:", err, flush=True)
+                    continue
                 res_ind[name] = (t, s)
                 print(label, name, t, s["mean_iterations"], flush=True)
+            for name, err in failed.items():
+                rows.append([label, name, "independent", "-", "-", "-", "-", f"failed: {err}"])
+            if not res_ind:
+                continue
             best_name = min(res_ind, key=lambda k: res_ind[k][0])
             t_best = res_ind[best_name][0]
             for name, (t, s) in res_ind.items():
@@ -223,8 +233,13 @@ def bar(count: int, tol: float, families=None, methods=None, repeat=1, code=None
                              str(s.get("fallbacks", 0)), ""])
             for name, kw in skr.items():
                 warm = "warm start" in name or "auto" in name
-                t, s = datagen_time(family, n, opts, count, tmp, order="auto", warm_start=warm,
-                                    tol=tol, repeat=repeat, seed=seed, **kw)
+                try:
+                    t, s = datagen_time(family, n, opts, count, tmp, order="auto", warm_start=warm,
+                                        tol=tol, repeat=repeat, seed=seed, **kw)
+                except SolverError as err:
+                    rows.append([label, name, "SKR", "-", "-", "-", "-", f"failed: {err}"])
+                    print(rows[-1], flush=True)
+                    continue
                 shown = f"{name}: {s['method']}" if "auto" in name and s.get("method") else name
                 rows.append([label, shown, "SKR", f"{s['mean_iterations']:.1f}", f"{t * 1e3:.1f}",
                              f"{t_best / t:.2f}", str(s.get("fallbacks", 0)),

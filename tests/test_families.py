@@ -164,3 +164,13 @@ def test_grid_obstacles_decouple_solid_cells(comm):
     assert A[solid].nnz == len(solid) and A[:, solid].nnz == len(solid)
     assert np.all(b[solid] == 0.0)
     s.destroy()
+
+
+def test_all_params_drawn_in_shares_are_the_serial_draw(comm):
+    """datagen draws the parameter arrays in shares over the ranks and gathers them: the same
+    array as one rank's draw."""
+    from hybridsolve.problems import get_family
+
+    for name, kw in (("darcy", {}), ("helmholtz", {}), ("grid", {"obstacles": 2})):
+        fam = get_family(name, 12, count=7, seed=3, **kw)
+        assert np.array_equal(fam.all_params(comm), fam.all_params()), name

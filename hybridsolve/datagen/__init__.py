@@ -33,8 +33,8 @@ interior points, ``inputs[s, c]`` goes with ``solutions[s]``), else (count, n_do
 family's canonical order; ``coordinates`` (n_dofs, dim) of the unknowns in canonical order,
 ``grid_index`` (where each unknown is in a flattened grid sample) and ``grid_coordinates``
 (*grid, dim); per-sample ``iterations``, ``solve_time``, ``true_residual``, ``chain_position``,
-``rank``, ``fallback`` (1 where the chain's solver missed the tolerance and unpreconditioned
-GMRES(200) finished the sample); the provenance as JSON in the attribute ``provenance`` (with
+``rank``, ``fallback`` (1 where the chain's solver missed the tolerance and a direct solve
+(GMRES + LU; matrix-free: GMRES(200)) finished the sample); the provenance as JSON in the attribute ``provenance`` (with
 ``fallbacks``, their count, ``ksp``, what the chain's KSP says it is, and ``options``, every
 family option with its value). Every array is chunked (whole samples) and gzip-compressed.
 :func:`load` opens it lazily (a :class:`Dataset`: ``len``, ``ds[i] -> (input, solution)``,

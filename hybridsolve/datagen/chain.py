@@ -99,7 +99,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
             fell_back = not (res.converged and res.true_residual <= cfg.tol * (1 + 1e-9))
             if fell_back:
                 warn_once(log, "datagen: the chain solver %s missed tol %g; such samples are "
-                          "finished by unpreconditioned GMRES(200) and counted as fallbacks "
+                          "finished by a direct solve (GMRES + LU) and counted as fallbacks "
                           "(summary, provenance, per-sample 'fallback')", solver.method(), cfg.tol)
                 log.info("datagen: sample %d: %s; fallback", idx, res.summary())
                 res = _fallback(A, system, res, cfg.tol, sub)
@@ -173,16 +173,24 @@ def _load_previous(parts, idx, family, params, sub, prev_x, writer, layout):
 
 
 def _fallback(A, system, res, tol, sub):
-    """The chain's solver missed the true tolerance: finish with unpreconditioned GMRES(200),
-    which tests the true residual and cannot be broken by a failing preconditioner, from where
-    it stopped (or from zero, when it stopped worse than zero: a diverged solve). The caller
-    counts it (per sample and in the provenance)."""
+    """The chain's solver missed the true tolerance: finish the sample with a sparse direct LU
+    inside GMRES (the first iteration is the direct solution, later ones refine it; the true
+    residual is tested), or for a matrix-free operator with unpreconditioned GMRES(200), from
+    where the chain's solver stopped (or from zero, when it stopped worse than zero: a diverged
+    solve). The caller counts it (per sample and in the provenance)."""
     from hybridsolve.solvers.petsc import KrylovSolver
     from hybridsolve.stack import PETSc
 
+    if A.getType() in ("python", "shell"):
+        opts = {"ksp_type": "gmres", "ksp_gmres_restart": 200, "pc_type": "none",
+                "ksp_max_it": 50000}
+    else:
+        opts = {"ksp_type": "gmres", "ksp_gmres_restart": 30, "pc_type": "lu", "ksp_max_it": 300,
+                "ksp_pc_side": "right"}
+        if sub.size > 1:
+            opts["pc_factor_mat_solver_type"] = "mumps"
     fb = KrylovSolver(sub, prefix="datagen_fallback_",
-                      options={"ksp_type": "gmres", "ksp_gmres_restart": 200, "pc_type": "none",
-                               "ksp_norm_type": "unpreconditioned", "ksp_max_it": 50000})
+                      options={**opts, "ksp_norm_type": "unpreconditioned"})
     try:
         bnorm = system.b.norm()
         # no divergence test: the start may be far off, and only the true residual decides

@@ -153,6 +153,12 @@ def identity_difference(old: dict | None, new: dict) -> str:
 
 
 # --- choosing the solver -------------------------------------------------------------------------
+#: what finishes a sample the chain's solver missed (provenance ``fallback_solver``)
+FALLBACK = ("GMRES(30) preconditioned by a sparse direct LU (MUMPS on several ranks): the LU's "
+            "solution refined until the true residual meets tol; matrix-free operators: "
+            "unpreconditioned GMRES(200)")
+
+
 #: the two-level PC (hybridsolve.solvers.twolevel) by options
 TWO_LEVEL = {"pc_type": "python", "pc_python_type": "hybridsolve.solvers.twolevel.TwoLevelPC"}
 

@@ -32,7 +32,7 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     t_start = time.perf_counter()
     if _prepare(cfg, comm) == "done":
         return {"status": "already complete", "out": cfg.out}
-    params = family.all_params()
+    params = family.all_params(comm)   # each rank draws a share
     t0 = time.perf_counter()
     if family.sequential:
         perm = np.arange(cfg.count)

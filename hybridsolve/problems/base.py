@@ -192,11 +192,23 @@ class ProblemFamily(abc.ABC):
             raise InputError(f"{self.name}: system index {index} outside 0..{self.count - 1}")
         return self.sample_params(self.rng(index), index)
 
-    def all_params(self) -> np.ndarray:
-        """All parameter arrays, stacked: shape ``(count, *param_shape)``."""
-        out = np.empty((self.count, *self.param_shape()))
-        for i in range(self.count):
+    def all_params(self, comm=None) -> np.ndarray:
+        """All parameter arrays, stacked: shape ``(count, *param_shape)``. With ``comm``, each
+        rank draws a contiguous share and the shares are gathered (the same array on every
+        rank: each array depends on (seed, index) only)."""
+        shape = (self.count, *self.param_shape())
+        size, rank = (1, 0) if comm is None else (comm.size, comm.rank)
+        bounds = np.linspace(0, self.count, size + 1).round().astype(int)
+        out = np.empty(shape)
+        for i in range(bounds[rank], bounds[rank + 1]):
             out[i] = self.params(i)
+        if size > 1:
+            per = int(np.prod(shape[1:]))
+            counts = np.diff(bounds) * per
+            from hybridsolve.stack import MPI
+
+            mine = out[bounds[rank]: bounds[rank + 1]].reshape(-1).copy()   # not aliased
+            comm.Allgatherv(mine, [out.reshape(-1), counts, bounds[:-1] * per, MPI.DOUBLE])
         return out
 
     def check_params(self, params: np.ndarray) -> np.ndarray:
