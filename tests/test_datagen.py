@@ -195,18 +195,22 @@ def test_resume_identity_is_unchanged():
     assert cfg.digest() == "2fe3203c7f6a8d33"
 
 
-def test_fallback_is_counted_and_flagged(shared_dir, comm):
+def test_fallback_is_counted_and_flagged(shared_dir, comm, capfd):
     """A chain solver that cannot reach the tolerance (diverging Richardson, 3 iterations): every
-    sample is finished by the fallback solver, from zero, and says so."""
+    sample is finished by the fallback solver (a direct solve), from zero, and says so: summary,
+    per-sample flags, provenance and the progress line."""
     out = shared_dir / "fb.h5"
     s = run(DatagenConfig(family="helmholtz", n=8, count=4, out=str(out), solver="gmres",
                           petsc={"ksp_type": "richardson", "ksp_richardson_scale": 10.0,
                                  "ksp_pc_side": "left", "pc_type": "none", "ksp_max_it": 3}),
-            comm, progress=False)
+            comm, progress=True)
     assert s["fallbacks"] == 4 and s["max_true_residual"] <= 1e-8 * (1 + 1e-6)
+    err = capfd.readouterr().err
     if comm.rank == 0:
+        assert "4/4 samples (100%), 4 finished by the fallback solver" in err, err
         d = _check_dataset(out, "helmholtz", 8, 4, 1e-8, fallbacks=4)
         assert d["fallback"].tolist() == [1, 1, 1, 1]
+        assert "LU" in d["provenance"]["fallback_solver"]
     comm.Barrier()
 
 

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 
 
-def count_parts(folder: Path) -> int:
-    """Finished samples in a parts folder (``s<index>.npy``; temporaries are hidden)."""
+def count_parts(folder: Path, suffix: str = ".npy") -> int:
+    """Finished samples in a parts folder (``s<index>.npy``; temporaries are hidden), or with
+    ``suffix=".fallback"`` those of them the fallback solver finished."""
     try:
         with os.scandir(folder) as it:
-            return sum(1 for e in it if e.name.startswith("s") and e.name.endswith(".npy"))
+            return sum(1 for e in it if e.name.startswith("s") and e.name.endswith(suffix))
     except OSError:
         return 0
 
@@ -32,8 +33,10 @@ class Progress:
     """
 
     def __init__(self, total: int, desc: str, count, stream=None, *, every_s: float = 10.0,
-                 poll_s: float = 1.0, tty: bool | None = None) -> None:
+                 poll_s: float = 1.0, tty: bool | None = None, fallbacks=None) -> None:
         self.total, self.desc, self._count = int(total), desc, count
+        self._fallbacks = fallbacks or (lambda: 0)   # counted with the samples, shown when > 0
+        self.fallbacks = 0
         self.stream = stream or sys.stderr
         self.every_s, self.poll_s = every_s, poll_s
         if tty is None:
@@ -68,6 +71,7 @@ class Progress:
         if t - self._last_poll < max(self.poll_s, 50 * self._scan_s):
             return False
         self.done = min(self.total, self._count())
+        self.fallbacks = self._fallbacks()
         self._last_poll = time.monotonic()
         self._scan_s = self._last_poll - t
         self._show(self._last_poll)
@@ -75,6 +79,8 @@ class Progress:
 
     def _show(self, now: float) -> None:
         if self.bar is not None:
+            if self.fallbacks:
+                self.bar.set_postfix_str(f"{self.fallbacks} fallback(s)", refresh=False)
             self.bar.update(self.done - self.bar.n)
             return
         tenth = self._tenths(self.done)
@@ -88,6 +94,8 @@ class Progress:
         elapsed = now - self.t0
         new = self.done - self.initial
         text = f"{self.desc}: {self.done}/{self.total} samples ({100 * self.done // max(self.total, 1)}%)"
+        if self.fallbacks:
+            text += f", {self.fallbacks} finished by the fallback solver"
         if end:
             text += f" in {elapsed:.1f} s"
         elif new > 0 and elapsed > 0:
@@ -104,6 +112,7 @@ class Progress:
         self._closed = True
         if ok:
             self.done = min(self.total, self._count())
+            self.fallbacks = self._fallbacks()
         if self.bar is not None:
             if ok:
                 self.bar.update(self.done - self.bar.n)

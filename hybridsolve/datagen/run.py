@@ -47,7 +47,8 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     bar = None
     if progress and comm.rank == 0:
         bar = Progress(cfg.count, f"datagen {family.name} ({cfg.mode} mode, {comm.size} "
-                       f"rank{'s' if comm.size > 1 else ''})", lambda: count_parts(parts.dir))
+                       f"rank{'s' if comm.size > 1 else ''})", lambda: count_parts(parts.dir),
+                       fallbacks=lambda: count_parts(parts.dir, ".fallback"))
     try:
         for _round in range(3):
             fresh: set[int] = set()
