@@ -273,7 +273,7 @@ def bar(count: int, tol: float, families=None, methods=None, repeat=1, code=None
                       "keep one operator and one PC set-up; CG+two-level: "
                       "hybridsolve.solvers.twolevel (coarse space kept along the chain). "
                       "'fallbacks': samples the chain solver did not finish (datagen then "
-                      "finishes them with GMRES(200) and counts them). SciPy gcrotmk: "
+                      "finishes them with a direct solve, GMRES + LU, and counts them). SciPy gcrotmk: "
                       "assembly + spilu + solve, no HDF5 or verification.")
 
 
