@@ -25,6 +25,8 @@ operation per vector.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.linalg as sla
 
@@ -103,33 +105,97 @@ class _RecyclingKSP(PythonKSP):
         return info
 
 
+def _update_every(value: str) -> int:
+    """``-ksp_gcrodr_update``: ``end`` -> 0, ``cycle`` -> 1, ``every_<c>`` -> c."""
+    v = str(value).strip().lower()
+    if v == "end":
+        return 0
+    if v == "cycle":
+        return 1
+    if v.startswith("every_") and v[6:].isdigit() and int(v[6:]) >= 1:
+        return int(v[6:])
+    raise InputError(f"-ksp_gcrodr_update {value!r}: expected end, cycle or every_<c> with a "
+                     "count c >= 1 (e.g. every_2)")
+
+
+def _independent_qr(M: np.ndarray, tol: float = 1e-12):
+    """Rank-revealing QR of a small dense matrix: ``M[:, cols] = Q R`` exactly for the kept
+    columns (column-pivoted QR, columns with ``|R_ii| <= tol |R_00|`` dropped), so whatever is
+    built from ``M[:, cols]`` and ``R^-1`` stays consistent."""
+    if M.shape[1] == 0:
+        return M[:, :0], np.zeros((0, 0)), np.zeros(0, dtype=int)
+    Q, R, piv = sla.qr(M, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    r = int(np.count_nonzero(d > tol * d[0])) if d[0] > 0 else 0
+    return Q[:, :r], R[:r, :r], piv[:r]
+
+
 class GCRODR(_RecyclingKSP):
     """GCRO-DR(m, k) (Parks, de Sturler, Mackey, Johnson, Maiti, SIAM J. Sci. Comput. 2006).
 
     Flexible, right-preconditioned form: each cycle runs ``m - k`` Arnoldi steps on
     ``(I - C C^T) A M^{-1}`` and keeps the preconditioned vectors ``Z = M^{-1} V``, so any PETSc
-    PC works, even one that changes between applications. The residual norm monitored and tested
-    is the **true (unpreconditioned) residual** ``||b - A x||`` (``-ksp_rtol`` is relative to the
-    initial residual, as for PETSc's KSPs). At the end of every cycle the k harmonic Ritz vectors
-    of smallest harmonic Ritz value become the recycle space ``U`` (with ``C = A U`` orthonormal);
-    it survives into the next ``solve``, where ``C`` is rebuilt for the new operator. On a single
-    system this is deflated restarting.
+    PC works, even one that changes between applications. The recycle space ``U`` (``C = A U``
+    with orthonormal columns) survives into the next ``solve``; for a new operator ``A U`` is
+    recomputed and orthonormalised (Cholesky-QR2, both ``U`` and ``C`` transformed alike); for an
+    unchanged operator that QR is skipped.
 
-    Options: ``-ksp_gcrodr_m`` (default 40), ``-ksp_gcrodr_k`` (default 20).
+    **Norms.** Within a cycle the norm monitored (``-ksp_monitor``, the history) and tested is
+    the Arnoldi least-squares residual estimate ``|g_{j+1}|`` (the Givens rotations make it free
+    at each step); with right preconditioning it equals the true residual ``||b - A x||`` in
+    exact arithmetic. At the end of every cycle (also when the estimate met the tolerance) the
+    true residual ``||b - A x||`` is computed and tested; convergence is reported only when the
+    true residual meets the tolerance, otherwise the iteration goes on with a new cycle.
+    ``-ksp_rtol`` is relative to the initial residual, as for PETSc's KSPs.
+
+    **Cost per iteration.** One PC application, one product, and the orthogonalisation of the
+    new vector against the block ``[C, V_j]`` by classical Gram–Schmidt on the stored block
+    (``-ksp_gcrodr_orthogonalization``): ``cgs2`` (default) two passes, one BLAS GEMV and one
+    reduction each, the new vector's norm in the second pass's reduction; ``cgs`` one pass and
+    a reduction for the norm (what PETSc's GMRES/FGMRES do by default, with the loss of
+    orthogonality that goes with it).
+
+    **Recycle-space update** (the k harmonic Ritz vectors of smallest harmonic Ritz value over
+    ``[U, Z_j]``, ``-ksp_gcrodr_update``): ``cycle`` after every cycle (the published method:
+    deflated restarting within a solve); ``every_<c>`` after every c-th cycle of a solve, at the
+    end of a solve, and after every cycle while there is no recycle space yet; ``end`` only at
+    the end of a solve (and while there is no space yet). The default ``every_2`` halves the
+    update cost of ``cycle`` and keeps its robustness: on an indefinite nonsymmetric system
+    without PC, ``end`` (a fixed space between restarts) stagnates where ``every_2`` converges
+    in as many iterations as ``cycle``; on sorted sequences ``end`` is the cheapest per
+    iteration but needs 15-35% more iterations (``benchmarks/results/gcrodr_speed.md``).
+    Columns that the update or the QR finds dependent are dropped so that ``C = A U`` and
+    ``C^T C = I`` still hold (``dropped`` counts them).
+
+    Options: ``-ksp_gcrodr_m`` (default 40), ``-ksp_gcrodr_k`` (default 20),
+    ``-ksp_gcrodr_update`` (``end``, ``cycle``, ``every_<c>``; default ``every_2``),
+    ``-ksp_gcrodr_orthogonalization`` (``cgs2``, ``cgs``). Counters (in
+    ``SolveResult.info["gcrodr"]`` and ``-ksp_view``): ``qr`` (QRs of ``A U``),
+    ``space_updates``, ``cycles``, ``dropped``.
     """
 
     name = "GCRO-DR"
     options_key = "gcrodr"
     info_key = "gcrodr"
+    #: ``-ksp_gcrodr_orthogonalization`` values
+    ORTHOGONALIZATIONS = ("cgs2", "cgs")
 
     def __init__(self) -> None:
         super().__init__()
         self.m = 40
+        self.update_mode = "every_2"
+        self.orthogonalization = "cgs2"
+        self._every = 2
+        self._c_orthonormal = False   # C = A U orthonormal for the current operator
+        for key in ("qr", "space_updates", "cycles", "dropped"):
+            self.stats[key] = 0
 
     # -- configuration -------------------------------------------------------------------
     def configure(self) -> None:
         self.m = self.option("m", self.m)
         self.k = self.option("k", self.k)
+        self.update_mode = self.option("update", self.update_mode, str)
+        self.orthogonalization = self.option("orthogonalization", self.orthogonalization, str)
         self.check()
 
     def check(self) -> None:
@@ -138,6 +204,10 @@ class GCRODR(_RecyclingKSP):
         if not 1 <= self.k < self.m:
             raise InputError(f"recycle size k={self.k} must satisfy 1 <= k < m={self.m} "
                              "(-ksp_gcrodr_k)")
+        self._every = _update_every(self.update_mode)
+        if self.orthogonalization not in self.ORTHOGONALIZATIONS:
+            raise InputError(f"-ksp_gcrodr_orthogonalization {self.orthogonalization!r}: "
+                             f"expected one of {', '.join(self.ORTHOGONALIZATIONS)}")
 
     def setup(self, ksp) -> None:
         self.check()
@@ -145,204 +215,253 @@ class GCRODR(_RecyclingKSP):
         ksp.setNormType(PETSc.KSP.NormType.UNPRECONDITIONED)
 
     def describe(self) -> str:
-        return (f"GCRO-DR(m={self.m}, k={self.k}): flexible right preconditioning, true residual "
-                f"norm; recycle space of {self.size} vectors; {self.stats['recycled_solves']} of "
+        return (f"GCRO-DR(m={self.m}, k={self.k}), recycle-space update: {self.update_mode}; "
+                "flexible right preconditioning; monitors the Arnoldi residual estimate, "
+                "converges on the true residual ||b - Ax|| checked at cycle ends; recycle space "
+                f"of {self.size} vectors; {self.stats['recycled_solves']} of "
                 f"{self.stats['solves']} solves started from a recycled space")
+
+    # -- state -----------------------------------------------------------------------------
+    def forget(self) -> None:
+        super().forget()
+        self._c_orthonormal = False
+
+    def update(self, ksp, A) -> None:
+        super().update(ksp, A)
+        self._c_orthonormal = False
 
     # -- the method ------------------------------------------------------------------------
     def _orthonormalise_C(self) -> None:
-        """QR of the block A U: C = Q, U <- U R^-1 (so that C = A U stays exact)."""
-        Q, R = self._block_qr(self.AU)
-        keep = np.abs(np.diag(R)) > 1e-12 * max(np.abs(np.diag(R)).max(), 1e-300)
-        Rinv = np.linalg.inv(R[np.ix_(keep, keep)])
-        like = self.U.vecs[0]
-        newU = combine(like, [(Rinv, self.U.data[keep])], self._spareU)
-        newC = combine(like, [(np.eye(int(keep.sum())), Q[keep])], self._spareC)
+        """Cholesky-QR2 of the block ``A U`` (one Gram matrix and one reduction per pass),
+        applied to ``U`` alike: ``C = A U T``, ``U <- U T`` with ``C^T C = I``. The first pass
+        diagonalises the column-scaled Gram matrix and drops the directions of relative
+        singular value below 1e-6 (a rank-deficient ``A U``), so ``C = A U`` keeps holding."""
+        self.count("qr")
+        AU, U = self.AU, self.U
+        like = U.vecs[0]
+        G = AU.allreduce(AU.data @ AU.data.T)
+        d = np.sqrt(np.maximum(np.diag(G), 0.0))
+        s = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
+        w, E = np.linalg.eigh(G * np.outer(s, s))
+        keep = w > 1e-12 * max(w.max(), 1e-300)
+        T = s[:, None] * (E[:, keep] / np.sqrt(w[keep]))          # pass 1: C1 = T^T A U
+        self.count("dropped", len(U) - int(keep.sum()))
+        if not keep.any():
+            self.forget_space()
+            return
+        C1 = combine(like, [(T, AU.data)], self._work.get("qr"))
+        self._work["qr"] = C1
+        L = np.linalg.cholesky(C1.allreduce(C1.data @ C1.data.T))  # pass 2
+        Linv = sla.solve_triangular(L, np.eye(len(L)), lower=True)
+        newC = combine(like, [(Linv.T, C1.data)], self._spareC)
+        newU = combine(like, [(T @ Linv.T, U.data)], self._spareU)
         self._replace_space(newU, newC)
+        self._c_orthonormal = True
 
-    @staticmethod
-    def _block_qr(blk: MultiVec):
-        """Cholesky-QR2 of a block: returns (Q rows, R) with blk = R^T Q (row convention)."""
-        data = blk.data
-        R = np.eye(len(blk))
-        Q = data.copy()
-        for _ in range(2):
-            Gm = blk.allreduce(Q @ Q.T)
-            try:
-                L = np.linalg.cholesky(Gm)
-            except np.linalg.LinAlgError:
-                w, v = np.linalg.eigh(Gm)
-                w = np.maximum(w, 1e-30 * w.max())
-                L = np.linalg.cholesky(v @ np.diag(w) @ v.T)
-            Q = np.linalg.solve(L, Q)
-            R = L.T @ R
-        return Q, R
+    def forget_space(self) -> None:
+        """Drop the recycle space (nothing of it is independent any more)."""
+        for blk in (self.U, self.AU):
+            if blk is not None:
+                blk.destroy()
+        self.U = self.AU = None
+        self._c_orthonormal = False
 
     def run(self, ksp, b, x):
         A, _ = ksp.getOperators()
-        r = self.residual(ksp, b, x)
         pc = ksp.getPC()
-        rtol, atol, dtol, maxit = ksp.getTolerances()
+        maxit = ksp.getTolerances()[3]
+        nan = int(PETSc.KSP.ConvergedReason.DIVERGED_NANORINF)
+        r = self.residual(ksp, b, x)
         rnorm = r.norm()
         its = 0
         reason = self.record(ksp, its, rnorm)
-        if reason == 0 and self.size:
-            with self.event("recycle update"):
+        if reason == 0 and self.size and not self._c_orthonormal:
+            with self.event("QR of A U"):
                 self._orthonormalise_C()
+        if reason == 0 and self.size:
             c = self.AU.dot(slice(None), r)          # x += U C^T r, r -= C C^T r
             x.maxpy(c, self.U.vecs)
             r.maxpy(-c, self.AU.vecs)
             rnorm = r.norm()
             self.count("recycled_solves")
+        # the bases as blocks: W = [C; V_0 .. V_j], Zh = [U; Z_0 .. Z_{j-1}] (kc + steps <= m)
+        W = self.work("W", r, self.m + 1)
+        Zh = self.work("Z", r, self.m)
+        staged, cycle = False, 0
         while reason == 0:
             kc = self.size
             steps = min(self.m - kc, maxit - its)
             if steps <= 0:
                 reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
                 break
-            its, reason = self._cycle(ksp, A, pc, x, r, rnorm, kc, steps, its, maxit)
-            A.mult(x, r)                         # the true residual after every cycle
+            if not staged and kc:
+                W.data[:kc] = self.AU.data
+                Zh.data[:kc] = self.U.data
+            staged = True
+            its, reason, Hf, j = self._cycle(ksp, A, pc, x, r, rnorm, W, Zh, kc, steps, its)
+            cycle += 1
+            self.count("cycles")
+            A.mult(x, r)                         # the true residual at the end of every cycle
             r.aypx(-1.0, b)
             rnorm = r.norm()
-            reason = int(ksp.callConvergenceTest(its, rnorm)) if np.isfinite(rnorm) else \
-                int(PETSc.KSP.ConvergedReason.DIVERGED_NANORINF)
-            if reason == 0 and its >= maxit:
-                reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
+            if not np.isfinite(rnorm):
+                reason = nan
+            else:
+                reason = int(ksp.callConvergenceTest(its, rnorm))
+                if reason == 0 and its >= maxit:
+                    reason = int(PETSc.KSP.ConvergedReason.DIVERGED_MAX_IT)
+            due = reason != 0 or kc == 0 or (self._every and cycle % self._every == 0)
+            if due and reason != nan and (j > self.k or (kc and j >= 1)):
+                with self.event("recycle update"):
+                    self._new_space(W, Zh, kc, Hf, j)
+                staged = False
         r.destroy()
         return its, rnorm, reason
 
-    def _cycle(self, ksp, A, pc, x, r, rnorm, kc, steps, its, maxit):
-        """``steps`` Arnoldi steps on (I - C C^T) A M^-1, then the updates of x and of the space.
+    def _cycle(self, ksp, A, pc, x, r, rnorm, W, Zh, kc, steps, its):
+        """``steps`` Arnoldi steps on (I - C C^T) A M^-1, then the update of x.
 
-        The least-squares problem min ||[C^T r; beta e1] - G y||, G = [[D, B], [0, Hbar]], splits:
-        y2 solves GMRES's min ||beta e1 - Hbar y2|| (Givens rotations: each step's residual
-        estimate is free) and y1 = D^-1 (C^T r - B y2) zeroes the first block.
+        ``Hf`` holds the Gram–Schmidt coefficients against ``[C; V]``: rows ``:kc`` are ``B =
+        C^T A Z``, rows ``kc:`` GMRES's Hessenberg ``Hbar``. The least-squares problem
+        min ||[C^T r; beta e1] - [[I, B], [0, Hbar]] y|| (``beta V_0 = (I - C C^T) r``) splits: y2 solves GMRES's
+        min ||beta e1 - Hbar y2|| (Givens rotations: each step's residual estimate is free) and
+        y1 = C^T r - B y2 zeroes the first block.
         """
-        Vb = self.work("V", r, self.m + 1)
-        Zb = self.work("Z", r, self.m)
-        V, Z = Vb.vecs, Zb.vecs
-        r.copy(V[0])
-        if rnorm > 0:
-            V[0].scale(1.0 / rnorm)
-        C = self.AU
-        ctr = C.dot(slice(None), r) if kc else np.zeros(0)
-        H, B = np.zeros((steps + 1, steps)), np.zeros((kc, steps))
-        cs, sn, g = np.zeros(steps), np.zeros(steps), np.zeros(steps + 1)
-        g[0] = rnorm
+        Wd, Zd = W.data, Zh.data
+        # V_0 = (I - C C^T) r / beta: r is orthogonal to C only in exact arithmetic (and not
+        # after a mid-solve update); its C-component goes to y1 through ctr = C^T r
+        r.copy(W.vecs[kc])
+        ctr, beta = self._cgs2(W, Wd[:kc], Wd[kc]) if kc else (np.zeros(0), rnorm)
+        if beta > 0:
+            Wd[kc] *= 1.0 / beta
+        W.vecs[kc].stateIncrease()
+        Hf = np.zeros((kc + steps + 1, steps))
+        cs, sn = [0.0] * steps, [0.0] * steps
+        g = [0.0] * (steps + 1)
+        g[0] = float(beta)
         reason, j_done = 0, 0
+        orth = self.event("orthogonalisation")
+        maxit = ksp.getTolerances()[3]
         for j in range(steps):
-            z, w = Z[j], V[j + 1]
-            pc.apply(V[j], z)
-            A.mult(z, w)
-            orth = self.event("orthogonalisation")
+            nb = kc + j + 1                       # rows of the basis [C; V_0..V_j]
+            pc.apply(W.vecs[nb - 1], Zh.vecs[nb - 1])
+            A.mult(Zh.vecs[nb - 1], W.vecs[nb])
             orth.begin()
-            # classical Gram-Schmidt against [C, V_j] on the block arrays (BLAS GEMVs, one
-            # reduction per pass), repeated only when it cancelled most of w (DGKS criterion)
-            wa = Vb.data[j + 1]
-            nrm0 = np.sqrt(Vb.allreduce(np.array([wa @ wa])))[0]
-            for _ in range(2):
-                proj = Vb.data[: j + 1] @ wa
-                if kc:
-                    bj_h = Vb.allreduce(np.concatenate([C.data @ wa, proj]))
-                    bj, h = bj_h[:kc], bj_h[kc:]
-                    wa -= C.data.T @ bj
-                    B[:, j] += bj
-                else:
-                    h = Vb.allreduce(proj)
-                wa -= Vb.data[: j + 1].T @ h
-                H[: j + 1, j] += h
-                nrm = np.sqrt(Vb.allreduce(np.array([wa @ wa])))[0]
-                if nrm > 0.1 * nrm0:
-                    break
-                nrm0 = nrm
-            H[j + 1, j] = nrm
+            h, nrm = self._cgs2(W, Wd[:nb], Wd[nb])
+            Hf[:nb, j] = h
+            Hf[nb, j] = nrm
             if nrm > 0:
-                wa *= 1.0 / nrm
-            w.stateIncrease()  # the array changed behind PETSc's back: no stale cached norms
+                Wd[nb] *= 1.0 / nrm
+            W.vecs[nb].stateIncrease()   # the array changed behind PETSc's back
             orth.end()
             j_done = j + 1
-            col = H[: j + 2, j].copy()
+            col = Hf[kc: nb + 1, j].tolist()
             for i in range(j):
                 t = cs[i] * col[i] + sn[i] * col[i + 1]
                 col[i + 1] = -sn[i] * col[i] + cs[i] * col[i + 1]
                 col[i] = t
-            den = np.hypot(col[j], col[j + 1])
+            den = math.hypot(col[j], col[j + 1])
             cs[j], sn[j] = (1.0, 0.0) if den == 0 else (col[j] / den, col[j + 1] / den)
             g[j + 1] = -sn[j] * g[j]
             g[j] = cs[j] * g[j]
             its += 1
             reason = self.record(ksp, its, abs(g[j + 1]))
-            if reason != 0 or its >= maxit or H[j + 1, j] == 0.0:
+            if reason != 0 or its >= maxit or nrm == 0.0:
                 break
-        Hj = H[: j_done + 1, :j_done]
+        Hj = Hf[kc: kc + j_done + 1, :j_done]
         e1 = np.zeros(j_done + 1)
-        e1[0] = rnorm
+        e1[0] = beta
         y2, *_ = np.linalg.lstsq(Hj, e1, rcond=None)
+        coef = np.empty(kc + j_done)
+        coef[kc:] = y2
         if kc:
-            y1 = ctr - B[:, :j_done] @ y2          # coefficients of U (D folded in)
-            x.maxpy(y1, self.U.vecs)
-        x.maxpy(y2, Z[:j_done])
-        if j_done > self.k or (kc and j_done >= 1):
-            with self.event("recycle update"):
-                self._new_space(B[:, :j_done], Hj, Vb, Zb, j_done, kc)
-        return its, reason
+            coef[:kc] = ctr - Hf[:kc, :j_done] @ y2   # coefficients of U
+        with x as xa:                                  # x += [U, Z_j] [y1; y2]: one GEMV
+            xa += coef @ Zd[: kc + j_done]
+        return its, reason, Hf, j_done
 
-    def _new_space(self, B, H, Vb, Zb, j, kc) -> None:
-        """Harmonic Ritz vectors of the cycle: G^T G z = theta G^T W^T Vhat z, k smallest |theta|;
-        then Y = Vhat P, [Q, R] = qr(G P), C = W Q, U = Y R^-1."""
-        D = 1.0 / np.sqrt(np.einsum("ij,ij->i", self.U.data, self.U.data)) if kc else np.zeros(0)
-        if kc and self.U.comm.getSize() > 1:
-            D = 1.0 / np.sqrt(self.U.allreduce(np.einsum("ij,ij->i", self.U.data, self.U.data)))
-        G = np.zeros((kc + j + 1, kc + j))
+    def _cgs2(self, W: MultiVec, basis: np.ndarray, wa: np.ndarray):
+        """Orthogonalise ``wa`` against the rows of ``basis`` in place by classical Gram–Schmidt:
+        one GEMV and one reduction per pass. ``cgs2``: two passes, the norm of the result in the
+        second pass's reduction; ``cgs``: one pass and a reduction for the norm (PETSc GMRES's
+        default). Returns the coefficients and the norm of the result."""
+        nb = len(basis)
+        h = W.allreduce(basis @ wa)
+        _gemv_sub(basis, h, wa)
+        if self.orthogonalization == "cgs":
+            nrm2 = W.allreduce(np.array([wa @ wa]))[0]
+        else:
+            loc = np.empty(nb + 1)
+            np.matmul(basis, wa, out=loc[:nb])
+            loc[nb] = wa @ wa
+            red = W.allreduce(loc)
+            h2 = red[:nb]
+            _gemv_sub(basis, h2, wa)
+            h = h + h2
+            nrm2 = red[nb] - h2 @ h2     # ||w - B^T h2||^2, h2 ~ eps ||w||: no cancellation
+        return h, math.sqrt(max(nrm2, 0.0))
+
+    def _new_space(self, W: MultiVec, Zh: MultiVec, kc: int, Hf: np.ndarray, j: int) -> None:
+        """Harmonic Ritz vectors of the cycle: G^T G z = theta G^T W^T Vhat z, k smallest |theta|,
+        with ``W = [C, V_{j+1}]``, ``Vhat = [U D, Z_j]`` (``D`` scales U's columns to unit norm)
+        and ``A Vhat = W G``. Then ``[Q, R] = qr(G P)`` (rank-revealing: dependent columns of
+        ``P`` dropped), ``C = W Q``, ``U = Vhat P R^-1``: ``C = A U`` and ``C^T C = I``."""
+        rows, cols = kc + j + 1, kc + j
+        Wd, Zd = W.data[:rows], Zh.data[:cols]
+        D = np.zeros(0)
         if kc:
-            G[:kc, :kc] = np.diag(D)
-            G[:kc, kc:] = B
-        G[kc:, kc:] = H
-        # W^T Vhat with W = [C, V_{j+1}], Vhat = [U D, Z_j]
-        WtV = np.zeros((kc + j + 1, kc + j))
-        rows_v, rows_z = slice(0, j + 1), slice(0, j)
-        WtV[kc:, kc:] = Vb.gram(Zb, rows_v, rows_z)
-        if kc:
-            WtV[:kc, :kc] = self.AU.gram(self.U) * D[None, :]
-            WtV[:kc, kc:] = self.AU.gram(Zb, slice(None), rows_z)
-            WtV[kc:, :kc] = Vb.gram(self.U, rows_v) * D[None, :]
+            D = 1.0 / np.sqrt(W.allreduce(np.einsum("ij,ij->i", Zd[:kc], Zd[:kc])))
+        G = np.zeros((rows, cols))
+        G[:kc, :kc] = np.diag(D)
+        G[:kc, kc:] = Hf[:kc, :j]
+        G[kc:, kc:] = Hf[kc: kc + j + 1, :j]
+        WtV = W.allreduce(Wd @ Zd.T)                    # one GEMM for all four blocks
+        WtV[:, :kc] *= D[None, :]
         try:
             theta, P = sla.eig(G.T @ G, G.T @ WtV)
         except (np.linalg.LinAlgError, ValueError):
             return
         finite = np.isfinite(theta)
         order = [i for i in np.argsort(np.abs(np.where(finite, theta, np.inf))) if finite[i]]
-        cols, used = [], set()
+        picked, used = [], set()
         for i in order:
-            if len(cols) >= self.k:
+            if len(picked) >= self.k:
                 break
             if i in used:
                 continue
             used.add(i)
             if abs(theta[i].imag) > 1e-12 * max(abs(theta[i]), 1e-300):
-                cols += [P[:, i].real, P[:, i].imag]
+                picked += [P[:, i].real, P[:, i].imag]
                 for q in order:  # skip the conjugate partner
                     if q not in used and np.isclose(theta[q], np.conj(theta[i])):
                         used.add(q)
                         break
             else:
-                cols.append(P[:, i].real)
-        if not cols:
+                picked.append(P[:, i].real)
+        if not picked:
             return
-        Pk = np.array(cols[: self.k]).T
-        Q, R = np.linalg.qr(G @ Pk)
-        keep = np.abs(np.diag(R)) > 1e-12 * np.abs(np.diag(R)).max()
-        Q, R, Pk = Q[:, keep], R[np.ix_(keep, keep)], Pk[:, keep]
-        coefU = Pk @ np.linalg.inv(R)                    # in terms of Vhat = [U D, Z]
-        like = Vb.vecs[0]
-        partsU = [(coefU[kc:], Zb.data[:j])]
-        partsC = [(Q[kc:], Vb.data[: j + 1])]
-        if kc:
-            partsU.append((coefU[:kc] * D[:, None], self.U.data))
-            partsC.append((Q[:kc], self.AU.data))
-        newU = combine(like, partsU, self._spareU)
-        newC = combine(like, partsC, self._spareC)
+        Pk = np.array(picked[: self.k]).T
+        Q, R, keep = _independent_qr(G @ Pk)
+        self.count("dropped", Pk.shape[1] - len(keep))
+        if not len(keep):
+            return
+        coefU = sla.solve_triangular(R, Pk[:, keep].T, trans="T").T   # P R^-1, in Vhat terms
+        coefU[:kc] *= D[:, None]
+        like = W.vecs[0]
+        newU = combine(like, [(coefU, Zd)], self._spareU)
+        newC = combine(like, [(Q, Wd)], self._spareC)
         self._replace_space(newU, newC)
+        self._c_orthonormal = True
+        self.count("space_updates")
+
+
+def _gemv_sub(basis: np.ndarray, h: np.ndarray, w: np.ndarray) -> None:
+    """``w -= basis^T h`` in place (one BLAS GEMV, no temporary)."""
+    if len(h):
+        _dgemv(-1.0, basis.T, h, beta=1.0, y=w, overwrite_y=True)
+
+
+_dgemv = sla.get_blas_funcs("gemv", dtype=np.float64)
 
 
 class RecyclingCG(_RecyclingKSP):
