@@ -122,8 +122,8 @@ def plot_meshes(panels: list, path: str | Path, *, label: str = "", title: str =
 
 def plot_wall_times(panels: dict[str, Sequence[tuple[str, float]]], path: str | Path, *,
                     xlabel: str = "wall time [s]", title: str = "") -> Path:
-    """Horizontal bars of wall times, one panel per key (e.g. per family), sharing the labels'
-    axis: ``{"darcy": [("independent GMRES(40)", 3.1), ("SKR", 1.2)], ...}``, first on top."""
+    """Horizontal bars of wall times, one panel per key (e.g. per family), each with its own
+    methods: ``{"darcy": [("independent GMRES(40)", 3.1), ("SKR", 1.2)], ...}``, first on top."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,9 +131,9 @@ def plot_wall_times(panels: dict[str, Sequence[tuple[str, float]]], path: str | 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.4), dpi=110,
-                             sharey=True, squeeze=False)
-    for ax, (name, rows) in zip(axes[0], panels.items()):
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8.0, 2.6 * len(panels)), dpi=110,
+                             squeeze=False)
+    for ax, (name, rows) in zip(axes[:, 0], panels.items()):
         ax.barh([r[0] for r in rows][::-1], [r[1] for r in rows][::-1], color="tab:blue")
         ax.set_xlabel(xlabel)
         ax.set_title(name)

@@ -53,6 +53,8 @@ def cmd_demo(args: argparse.Namespace, comm) -> int:
             cfg = DatagenConfig(family=family, n=n, count=args.count, out=str(path),
                                 options=opts, tol=1e-8, **kw)
             s = run(cfg, comm, progress=False)
+            if "auto" in label and s.get("method"):
+                label = f"{label[:-1]}: {s['method']})"
             rows.append((label, s["solver"], s["mean_iterations"], s["wall_time"],
                          s["max_true_residual"]))
         tables[family] = rows

@@ -170,8 +170,9 @@ def _parser() -> argparse.ArgumentParser:
 
     d = add("demo", "the main job on an embedded default: Darcy and Helmholtz datasets generated "
                     "with and without SKR, with the speed-up table")
-    d.add_argument("--n", type=int, default=65, help="grid size parameter (default 65: 4096 unknowns)")
-    d.add_argument("--count", type=int, default=32, help="samples (default 32)")
+    d.add_argument("--n", type=int, default=99,
+                   help="grid size parameter (default 99: 9604 Darcy unknowns)")
+    d.add_argument("--count", type=int, default=64, help="samples (default 64)")
     d.add_argument("--out", type=Path, default=Path("out"), help="output folder (default out/)")
     return p
 
