@@ -469,14 +469,19 @@ class RecyclingCG(_RecyclingKSP):
 
     CG with the search directions kept A-orthogonal to a recycle space ``W`` (Saad, Yeung,
     Erhel, Guyomarc'h, SIAM J. Sci. Comput. 2000): the initial guess is corrected by the Galerkin
-    projection on ``W``, and each direction has its ``W``-component removed. After every solve
-    ``W`` is replaced by the k Ritz vectors of smallest Ritz value over ``[W, P]``, ``P`` the
-    first ``store`` search directions of the solve (Rayleigh–Ritz with ``A [W, P]`` already at
-    hand). For a new operator ``A W`` and ``W^T A W`` are recomputed (k products). Left
-    preconditioning; the norm monitored and tested is that of the updated residual ``r_k``
-    (``||b - A x_k||`` in exact arithmetic; ``SolveResult.true_residual`` recomputes it).
+    projection on ``W``, and each direction has its ``W``-component removed. The harvest covers
+    the whole solve: CG's coefficients give the Lanczos tridiagonal matrix of the (deflated,
+    preconditioned) operator, whose 2k smallest Ritz vectors are formed from the kept Lanczos
+    vectors (the deflated preconditioned residuals, up to ``store`` of them); then ``W`` is
+    replaced by the k Ritz vectors of smallest Ritz value over ``[W, harvest]`` (Rayleigh–Ritz
+    with the true ``A``, 2k products). For a new operator ``A W`` and ``W^T A W`` are recomputed
+    (k products). Left preconditioning; the norm monitored within the iteration is that of the
+    updated residual ``r_k``; at convergence the true residual ``||b - A x||`` is computed and,
+    if it misses the tolerance, the iteration goes on from it (the convergence reported is the
+    true residual's).
 
-    Options: ``-ksp_rcg_k`` (default 20), ``-ksp_rcg_store`` (default 2k).
+    Options: ``-ksp_rcg_k`` (default 20), ``-ksp_rcg_store`` (Lanczos vectors kept, default
+    max(400, 2k)).
     """
 
     name = "RecyclingCG"
@@ -485,7 +490,7 @@ class RecyclingCG(_RecyclingKSP):
 
     def __init__(self) -> None:
         super().__init__()
-        self.store = 40
+        self.store = 400
 
     def configure(self) -> None:
         self.k = self.option("k", self.k)
@@ -495,18 +500,18 @@ class RecyclingCG(_RecyclingKSP):
                              "-ksp_rcg_k, -ksp_rcg_store)")
 
     def describe(self) -> str:
-        return (f"recycling (deflated) CG: k={self.k} Ritz vectors from the first {self.store} "
-                f"directions; recycle space of {self.size} vectors; "
+        return (f"recycling (deflated) CG: k={self.k} Ritz vectors harvested from up to "
+                f"{self.store} Lanczos vectors per solve; recycle space of {self.size} vectors; "
                 f"{self.stats['recycled_solves']} of {self.stats['solves']} solves deflated")
 
     def run(self, ksp, b, x):
         A, _ = ksp.getOperators()
         r = self.residual(ksp, b, x)
         pc = ksp.getPC()
-        rtol, atol, dtol, maxit = ksp.getTolerances()
         its = 0
         reason = self.record(ksp, its, r.norm())
         deflate = reason == 0 and self.size > 0
+        Ec = None
         if deflate:
             W, AW = self.U, self.AU
             E = W.gram(AW)
@@ -516,53 +521,105 @@ class RecyclingCG(_RecyclingKSP):
             except np.linalg.LinAlgError:
                 raise NotSPDError("W^T A W is not positive definite: the operator is not "
                                   "SPD") from None
-            mu = sla.cho_solve(Ec, W.dot(slice(None), r))
-            x.maxpy(mu, W.vecs)
-            r.maxpy(-mu, AW.vecs)
             self.count("recycled_solves")
-        P = self.work("P", r, self.store)
-        AP = self.work("AP", r, self.store)
-        z = r.duplicate()
-        pc.apply(r, z)
-        p = z.copy()
-        if deflate:
-            p.maxpy(-sla.cho_solve(Ec, AW.dot(slice(None), z)), W.vecs)
-        q = r.duplicate()
-        rz = r.dot(z)
-        rnorm = r.norm()
-        nstored = 0
+        # the Lanczos vectors kept: up to store, within about 32 MB per rank (at least 2k)
+        rows = min(self.store, max(2 * self.k, int(4e6 // max(r.getLocalSize(), 1))),
+                   int(ksp.getTolerances()[3]) + 1)
+        Z = self.work("Z", r, rows)
+        z, p, q = r.duplicate(), r.duplicate(), r.duplicate()
+        alphas, betas, nstored = [], [], 0
+        rnorm = float(r.norm())
         while reason == 0:
-            A.mult(p, q)
-            pq = p.dot(q)
-            if pq <= 0 or rz < 0:
-                reason = int(PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT if pq <= 0
-                             else PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_PC)
+            its, rnorm, reason, nstored = self._cg(ksp, A, pc, x, r, z, p, q, its, Ec, Z,
+                                                   alphas, betas, nstored)
+            if reason <= 0:
                 break
-            if nstored < self.store:
-                p.copy(P.vecs[nstored])
-                q.copy(AP.vecs[nstored])
-                nstored += 1
-            alpha = rz / pq
-            x.axpy(alpha, p)
-            r.axpy(-alpha, q)
-            rnorm = r.norm()
-            its += 1
-            reason = self.record(ksp, its, rnorm)
-            if reason != 0:
+            A.mult(x, q)             # converged on the updated residual: test the true one
+            q.aypx(-1.0, b)
+            true = float(q.norm())
+            if int(ksp.callConvergenceTest(its, true)) > 0:
+                rnorm = true
+                ksp.setResidualNorm(true)
                 break
-            pc.apply(r, z)
-            rz_new = r.dot(z)
-            beta = rz_new / rz
-            rz = rz_new
-            p.aypx(beta, z)
-            if deflate:
-                p.maxpy(-sla.cho_solve(Ec, AW.dot(slice(None), z)), W.vecs)
+            q.copy(r)                # it drifted: go on from the true residual
+            self.count("restarts")
+            reason = 0
         if reason > 0 and nstored:
             with self.event("recycle update"):
-                self._update_space(P, AP, nstored)
+                self._harvest(A, Z, alphas, betas, nstored)
         for v in (r, z, p, q):
             v.destroy()
         return its, rnorm, reason
+
+    def _cg(self, ksp, A, pc, x, r, z, p, q, its, Ec, Z, alphas, betas, nstored):
+        """Deflated PCG from ``x`` with residual ``r`` until ``record`` says stop; keeps the
+        Lanczos vectors (deflated ``z / sqrt(r.z)``) and CG's coefficients."""
+        if Ec is not None:          # Galerkin correction on W: r orthogonal to W
+            mu = sla.cho_solve(Ec, self.U.dot(slice(None), r))
+            x.maxpy(mu, self.U.vecs)
+            r.maxpy(-mu, self.AU.vecs)
+
+        def precondition():
+            pc.apply(r, z)
+            if Ec is not None:     # z - W E^{-1} (A W)^T z
+                z.maxpy(-sla.cho_solve(Ec, self.AU.dot(slice(None), z)), self.U.vecs)
+            return r.dot(z)
+
+        rz = precondition()
+        z.copy(p)
+        fresh = not alphas          # a restart keeps the first Lanczos run only
+        rnorm = float(r.norm())
+        reason = 0
+        while reason == 0:
+            if rz < 0:
+                return its, rnorm, int(PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_PC), nstored
+            if fresh and nstored < len(Z):
+                z.copy(Z.vecs[nstored])
+                Z.vecs[nstored].scale(1.0 / np.sqrt(rz))
+                nstored += 1
+            A.mult(p, q)
+            pq = p.dot(q)
+            if pq <= 0:
+                return its, rnorm, int(PETSc.KSP.ConvergedReason.DIVERGED_INDEFINITE_MAT), nstored
+            alpha = rz / pq
+            x.axpy(alpha, p)
+            r.axpy(-alpha, q)
+            rnorm = float(r.norm())
+            its += 1
+            if fresh and len(alphas) < nstored:
+                alphas.append(alpha)
+            reason = self.record(ksp, its, rnorm)
+            if reason != 0:
+                break
+            rz_new = precondition()
+            beta = rz_new / rz
+            if fresh and len(betas) < len(alphas):
+                betas.append(beta)
+            rz = rz_new
+            p.aypx(beta, z)
+        return its, rnorm, reason, nstored
+
+    def _harvest(self, A, Z: MultiVec, alphas, betas, nstored: int) -> None:
+        """Ritz vectors of the Lanczos matrix of this solve, then Rayleigh–Ritz over [W, them]."""
+        m = min(nstored, len(alphas))
+        if m == 0:
+            return
+        a = np.asarray(alphas[:m])
+        bt = np.asarray(betas[:m])
+        diag = 1.0 / a
+        diag[1:] += bt[: m - 1] / a[: m - 1]
+        off = -np.sqrt(bt[: m - 1]) / a[: m - 1]
+        theta, Y = sla.eigh_tridiagonal(diag, off)
+        h = min(2 * self.k, m)
+        coef = np.ascontiguousarray(Y[:, :h])          # (m, h): the smallest Ritz values
+        like = Z.vecs[0]
+        H = combine(like, [(coef, Z.data[:m])], self._work.get("H"))
+        self._work["H"] = H
+        AH = self.work("AH", like, h)
+        for u, au in zip(H.vecs, AH.vecs):
+            A.mult(u, au)
+        self.count("harvested", h)
+        self._update_space(H, AH, h)
 
     def _update_space(self, P: MultiVec, AP: MultiVec, s: int) -> None:
         """Rayleigh–Ritz on [W, P_s]: the k smallest Ritz pairs of (Y^T A Y, Y^T Y)."""
