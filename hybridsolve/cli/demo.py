@@ -56,17 +56,17 @@ def cmd_demo(args: argparse.Namespace, comm) -> int:
             if "auto" in label and s.get("method"):
                 label = f"{label[:-1]}: {s['method']})"
             rows.append((label, s["solver"], s["mean_iterations"], s["wall_time"],
-                         s["max_true_residual"]))
+                         s["max_true_residual"], s.get("fallbacks", 0)))
         tables[family] = rows
         base, strong = rows[0][3], rows[2][3]
         print0("", comm=comm)
         print0(f"{family} ({'5-point grid' if family == 'darcy' else 'P1, k in [10, 20]'}, "
                f"n={n}):", comm=comm)
         print0(f"  {'method':58s} {'its/sample':>10s} {'wall [s]':>9s} {'vs paper base':>13s} "
-               f"{'vs strongest':>12s} {'max res':>9s}", comm=comm)
-        for label, _, its, wall, res in rows:
+               f"{'vs strongest':>12s} {'max res':>9s} {'fallbacks':>9s}", comm=comm)
+        for label, _, its, wall, res, fb in rows:
             print0(f"  {label:58s} {its:10.1f} {wall:9.2f} {base / wall:12.2f}x "
-                   f"{strong / wall:11.2f}x {res:9.1e}", comm=comm)
+                   f"{strong / wall:11.2f}x {res:9.1e} {fb:9d}", comm=comm)
     if comm.rank == 0:
         from hybridsolve.plotting import plot_wall_times
 
