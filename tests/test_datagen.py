@@ -141,6 +141,22 @@ def test_registry_methods_as_datagen_solvers(solver, family, opts, method, share
     comm.Barrier()
 
 
+def test_auto_trial_and_its_choice_reach_summary_and_provenance(shared_dir, comm):
+    """auto on a changing SPD matrix tries three PCs on the first samples; the summary and the
+    provenance name the one kept, its options and every candidate's trial time."""
+    out = shared_dir / "trial.h5"
+    s = run(DatagenConfig(family="darcy", n=12, count=24, out=str(out),   # 9 trial samples per rank
+                          options={"discretization": "grid"}), comm, progress=False)
+    assert set(s["trial"]) == {"cg+twolevelpc", "cg+gamg", "cg+icc"}, s["trial"]
+    assert s["method"] == min(s["trial"], key=s["trial"].get) and s["fallbacks"] == 0
+    if comm.rank == 0:
+        prov = load(out).provenance
+        assert prov["trial"] == s["trial"] and prov["method"] == s["method"]
+        pc = prov["solver_options"]["pc_type"]
+        assert s["method"].endswith({"python": "twolevelpc"}.get(pc, pc)), (s["method"], pc)
+    comm.Barrier()
+
+
 def test_solver_names_are_auto_plus_the_registry():
     from hybridsolve.datagen import solver_names
     from hybridsolve.solvers.registry import method_names

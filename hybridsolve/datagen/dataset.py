@@ -177,7 +177,7 @@ def _chunks(count: int, shape: tuple) -> tuple:
 
 
 def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total,
-              method=None, ksp=None) -> dict:
+              method=None, ksp=None, trial=None) -> dict:
     """Rank 0: one HDF5 file from the verified parts, written to a temporary name and renamed
     (a temporary a kill leaves behind is removed by the next run)."""
     h5py = _h5py()
@@ -235,6 +235,7 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
                 "options": cfg.effective_options(),
                 "family": family.describe(), "param_shape": list(family.param_shape()),
                 "solver": name, "method": method, "ksp": ksp,
+                "trial": trial,   # auto's candidates: mean solve time [s] of their trial samples
                 "fallbacks": int(fallback.sum()),
                 "fallback_solver": FALLBACK + " (samples with fallback = 1)",
                 "solver_options": {k: str(v) for k, v in opts.items()},

@@ -84,7 +84,8 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
         try:
             summary = _assemble(cfg, family, params, perm, parts, name, effective, comm.size,
                                 t_sort, time.perf_counter() - t_start,
-                                methods[0] if methods else None, ksps[0] if ksps else None)
+                                methods[0] if methods else None, ksps[0] if ksps else None,
+                                trials[0] if trials else None)
         except Exception as err:  # the other ranks must not wait for a summary forever
             comm.bcast((None, f"{type(err).__name__}: {err}"), root=0)
             raise
