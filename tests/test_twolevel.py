@@ -163,3 +163,19 @@ def test_precomputed_p1_assembly_is_dolfinx_assembly(comm):
     assert fast.check(model.problem, kappa * 1.01) > 1e-3
     s = fam.system(1, comm)
     assert s.A.getDict().get("hybridsolve.p1diffusion") is not None   # the family uses it
+
+
+def test_additive_form_converges_and_says_so(comm):
+    fam = get_family("darcy", 20, count=1, seed=6, discretization="grid")
+    s = fam.system(0, comm)
+    prefix = "tl_add_"
+    ksp = _ksp(comm, prefix, {**TWO_LEVEL, "pc_twolevel_type": "additive"})
+    try:
+        ksp.setOperators(s.A)
+        x = s.b.duplicate()
+        ksp.solve(s.b, x)
+        assert ksp.getConvergedReason() > 0 and _true(s.A, s.b, x) <= 1.01e-10
+        assert "two-level (additive)" in ksp.getPC().getPythonContext().describe()
+    finally:
+        _clear(prefix)
+        ksp.destroy()

@@ -23,7 +23,9 @@ robust, and insensitive to inexact coarse solves). All of it is PETSc's compiled
 MatMultTranspose, the inner PC, a Cholesky solve); Python only sequences the calls.
 
 Options (prefix ``-<prefix>pc_twolevel_``): ``radius`` (3), ``smooth`` (1), ``omega``
-(Jacobi damping, 2/3), ``rebuild`` (a new space for every operator, default false); the inner
+(Jacobi damping, 2/3), ``rebuild`` (a new space for every operator, default false), ``type``
+(``bnn``, default, or ``additive``: ``S + Q``, one coarse solve and no extra products per
+application, more iterations; A-DEF2 was tried and dropped: CG stalled with it); the inner
 PC reads ``-<prefix>pc_twolevel_sub_`` options (default ICC on one rank, block Jacobi with
 ILU(0) per rank on several), the coarse solver ``-<prefix>pc_twolevel_coarse_`` (default
 Cholesky; MUMPS on several ranks). Aggregates do not cross ranks, so iteration counts change
@@ -210,7 +212,8 @@ class TwoLevelPC(PythonPC):
     def describe(self) -> str:
         size = "not built" if self.W is None else f"coarse size {self.W.getSize()[1]}"
         sub = self.sub.getType() if self.sub is not None else "-"
-        return (f"two-level (balancing) PC: smoothed aggregates, radius {self.radius}, "
+        form = "balancing" if self.kind == "bnn" else "additive"
+        return (f"two-level ({form}) PC: smoothed aggregates, radius {self.radius}, "
                 f"{self.smooth} Jacobi smoothing step(s), {size}; inner PC {sub}")
 
     def reset(self, pc) -> None:
