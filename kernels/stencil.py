@@ -152,7 +152,8 @@ def _csr_rows_3d(wx, wy, wz, shift, r0, r1, indptr, indices, data, fill):
 
 def csr_rows(faces, shift: float, r0: int, r1: int, index_dtype=np.int32):
     """Rows ``r0:r1`` of the stencil operator as CSR ``(indptr, indices, data)`` with global,
-    sorted column indices (the same matrix as :func:`hybridsolve.problems.grid.stencil_csr`)."""
+    sorted column indices; zero faces are left out (:func:`hybridsolve.problems.grid.stencil_csr`
+    wraps it as SciPy CSR)."""
     if len(faces) == 2:
         wx0, wy0 = faces
         faces = (np.zeros((2,) + wy0.shape[:1] + wx0.shape[1:]), wx0[None], wy0[None])

@@ -8,8 +8,8 @@ cells: a solid cell's row is the identity (decoupled, ``x = 0`` there) and faces
 solid carry no flux (homogeneous Neumann on obstacle walls).
 
 The operator is defined once, by its *face coefficients* (:func:`face_coefficients`); the
-assembled CSR rows (:func:`stencil_rows`) and the matrix-free kernels (``hybridsolve.kernels``)
-both read them, so the two are the same operator by construction:
+assembled CSR rows (:func:`stencil_csr`, a Numba kernel) and the matrix-free kernels
+(``hybridsolve.kernels``) both read them, so the two are the same operator by construction:
 
     (A x)_p = d_p x_p - sum_faces w_f x_neighbour,   d_p = sum_faces w_f + shift  (1 if the sum is 0)
 
@@ -75,44 +75,31 @@ def face_coefficients(shape: tuple[int, ...], coef: np.ndarray | None = None,
 
 def stencil_rows(shape: tuple[int, ...], rows: np.ndarray, faces: list[np.ndarray] | None = None,
                  shift: float = 0.0, **face_kw):
-    """COO triplets (row, col, value) of the stencil operator for the flat ``rows``.
+    """COO triplets (row, col, value) of the stencil operator for the contiguous flat ``rows``.
 
     ``faces`` from :func:`face_coefficients` (built from ``face_kw`` when ``None``); ``shift`` is
-    added to the diagonal of non-solid rows.
+    added to the diagonal of non-solid rows. The rows come from :func:`stencil_csr`.
     """
-    shape = tuple(int(s) for s in shape)
-    dim = len(shape)
-    if faces is None:
-        faces = face_coefficients(shape, **face_kw)
     rows = np.asarray(rows, dtype=np.int64)
-    multi = np.array(np.unravel_index(rows, shape))  # (dim, m)
-    diag = np.zeros(len(rows))
-    out_r, out_c, out_v = [], [], []
-    for ax in range(dim):
-        for step in (0, 1):  # lower face (index p), upper face (index p + 1)
-            fidx = multi.copy()
-            fidx[ax] += step
-            w = faces[ax][tuple(fidx)]
-            diag += w
-            nb = multi.copy()
-            nb[ax] += 2 * step - 1
-            inside = (nb[ax] >= 0) & (nb[ax] < shape[ax]) & (w != 0.0)
-            out_r.append(rows[inside])
-            out_c.append(np.ravel_multi_index(tuple(nb[:, inside]), shape))
-            out_v.append(-w[inside])
-    diag = np.where(diag != 0.0, diag + shift, 1.0)
-    out_r.append(rows)
-    out_c.append(rows)
-    out_v.append(diag)
-    return np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_v)
+    r0, r1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+    if not np.array_equal(rows, np.arange(r0, r1)):
+        raise ValueError("stencil_rows needs contiguous rows r0..r1-1")
+    A = stencil_csr(shape, r0, r1, faces=faces, shift=shift, **face_kw)
+    return np.repeat(np.arange(r0, r1), np.diff(A.indptr)), A.indices.astype(np.int64), A.data
 
 
-def stencil_csr(shape: tuple[int, ...], r0: int = 0, r1: int | None = None, **kw) -> sp.csr_matrix:
-    """Rows ``r0:r1`` of the stencil operator as CSR with global column indices."""
+def stencil_csr(shape: tuple[int, ...], r0: int = 0, r1: int | None = None,
+                faces: list[np.ndarray] | None = None, shift: float = 0.0,
+                **face_kw) -> sp.csr_matrix:
+    """Rows ``r0:r1`` of the stencil operator as CSR with global, sorted column indices (the
+    Numba kernel :func:`hybridsolve.kernels.stencil.csr_rows`, which the assembled families use;
+    zero faces are left out)."""
+    from hybridsolve.kernels.stencil import csr_rows
+
+    shape = tuple(int(s) for s in shape)
     n = int(np.prod(shape))
     r1 = n if r1 is None else r1
-    r, c, v = stencil_rows(shape, np.arange(r0, r1), **kw)
-    A = sp.csr_matrix((v, (r - r0, c)), shape=(r1 - r0, n))
-    A.sum_duplicates()
-    A.sort_indices()
-    return A
+    if faces is None:
+        faces = face_coefficients(shape, **face_kw)
+    indptr, indices, data = csr_rows(faces, shift, r0, r1)
+    return sp.csr_matrix((data, indices, indptr), shape=(r1 - r0, n))
