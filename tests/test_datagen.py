@@ -149,6 +149,7 @@ def test_auto_trial_and_its_choice_reach_summary_and_provenance(shared_dir, comm
                           options={"discretization": "grid"}), comm, progress=False)
     assert set(s["trial"]) == {"cg+twolevelpc", "cg+gamg", "cg+icc"}, s["trial"]
     assert s["method"] == min(s["trial"], key=s["trial"].get) and s["fallbacks"] == 0
+    assert s["pattern_changes"] == 0     # every system refilled the chain's one Mat
     if comm.rank == 0:
         prov = load(out).provenance
         assert prov["trial"] == s["trial"] and prov["method"] == s["method"]

@@ -94,7 +94,9 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     if why is not None:
         raise SolverError(f"datagen: rank 0 failed to write {cfg.out} ({why}); rerun the command")
     summary.update(method=methods[0] if methods else None, ksp=ksps[0] if ksps else None,
-                   trial=trials[0] if trials else None)
+                   trial=trials[0] if trials else None,
+                   # systems whose pattern differed from the chain's Mat (assembled anew)
+                   pattern_changes=comm.allreduce(stats.get("pattern_changes", 0)))
     summary.update(wall_time=time.perf_counter() - t_start, sort_time=t_sort,
                    phase_time=t_solve, ranks=comm.size, mode=cfg.mode,
                    solved_here=comm.allreduce(stats["solved"]),

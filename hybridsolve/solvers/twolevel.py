@@ -99,7 +99,7 @@ class TwoLevelPC(PythonPC):
         super().__init__()
         self.radius, self.smooth, self.omega, self.rebuild = 3, 1, 2.0 / 3.0, False
         self.kind = "bnn"
-        self.W = self.E = self.coarse = self.sub = None
+        self.W = self.WT = self.E = self.coarse = self.sub = None
         self._pattern = None
         self._work: tuple = ()
 
@@ -124,7 +124,7 @@ class TwoLevelPC(PythonPC):
         return P.getSizes(), nz
 
     def _free(self) -> None:
-        for obj in (self.W, getattr(self, "WT", None), self.E, self.coarse, self.sub, *self._work):
+        for obj in (self.W, self.WT, self.E, self.coarse, self.sub, *self._work):
             if obj is not None:
                 obj.destroy()
         self.W = self.WT = self.E = self.coarse = self.sub = None
@@ -160,7 +160,7 @@ class TwoLevelPC(PythonPC):
         wc, _ = self.W.createVecs()
         self._work = (wc, wc.duplicate(), P.createVecLeft(), P.createVecLeft(), P.createVecLeft())
         self._pattern = self._signature(P)
-        self._refresh(P, first=True)
+        self._refresh(P)
         self.count("builds")
         self.note("coarse_size", int(self.W.getSize()[1]))
 
@@ -172,10 +172,10 @@ class TwoLevelPC(PythonPC):
         with self.event("coarse refresh"):
             P.ptap(self.W, result=self.E)
         self.sub.setOperators(P, P)
-        self._refresh(P, first=False)
+        self._refresh(P)
         self.count("refreshes")
 
-    def _refresh(self, P, first: bool) -> None:
+    def _refresh(self, P) -> None:
         with self.event("factorisations"):
             self.coarse.setOperators(self.E)
             self.coarse.setUp()
