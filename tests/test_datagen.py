@@ -243,9 +243,9 @@ def test_kill_minus_9_then_resume(victim, tmp_path):
                             start_new_session=True)
     parts = Path(str(out) + ".parts")
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("s*.npy"))) < 20:
+    while time.time() < deadline and len(list(parts.glob("s*.part"))) < 20:
         time.sleep(0.05)
-    done_before = len(list(parts.glob("s*.npy")))
+    done_before = len(list(parts.glob("s*.part")))
     assert 0 < done_before < 120, "the run finished before it could be killed: make it bigger"
     if victim == "rank":
         ranks = [int(p) for p in subprocess.run(["pgrep", "-f", f"hybridsolve datagen.*{out}"],
@@ -294,11 +294,11 @@ def test_interrupted_then_resumed_in_process(family, n, opts, tmp_path, monkeypa
     cfg = dict(family=family, n=n, count=10, out=str(out), options=opts)
     real_write, calls = datagen.Parts.write, {"n": 0}
 
-    def flaky(self, index, x, **fields):
+    def flaky(self, index, x, inp, **fields):
         if calls["n"] == 4:
             raise RuntimeError("simulated crash")
         calls["n"] += 1
-        real_write(self, index, x, **fields)
+        real_write(self, index, x, inp, **fields)
 
     monkeypatch.setattr(datagen.Parts, "write", flaky)
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -99,9 +99,63 @@ def test_every_array_is_chunked_and_compressed(shared_dir, comm):
         with h5py.File(out, "r") as f:
             for name, dset in f.items():
                 assert dset.chunks is not None and dset.compression == "gzip", name
-            for name in ("inputs", "solutions"):   # whole samples per chunk
-                assert f[name].chunks[1:] == f[name].shape[1:] and f[name].chunks[0] >= 1
+            for name in ("inputs", "solutions"):   # one sample per chunk, shuffled
+                assert f[name].chunks == (1, *f[name].shape[1:]) and f[name].shuffle
     comm.Barrier()
+
+
+@pytest.mark.serial
+def test_chunks_compressed_by_the_solving_rank_read_back_through_hdf5s_own_filters(tmp_path):
+    """The chunks the ranks compress (shuffle + deflate, by hand) are what HDF5's filters read."""
+    from hybridsolve.datagen.dataset import COMPRESSION, decode_chunk, encode_chunk
+
+    h5py = _h5py()
+    rng = np.random.default_rng(3)
+    for a in (rng.standard_normal((7, 5)), rng.integers(-9, 9, 11).astype(np.int32),
+              np.cumsum(rng.standard_normal(300))):
+        blob = encode_chunk(a)
+        assert np.array_equal(decode_chunk(blob, a.shape, a.dtype), a)
+        with h5py.File(tmp_path / "c.h5", "w") as f:
+            d = f.create_dataset("a", shape=(2, *a.shape), dtype=a.dtype, chunks=(1, *a.shape),
+                                 **COMPRESSION)
+            d.id.write_direct_chunk((1, *([0] * a.ndim)), blob)
+        with h5py.File(tmp_path / "c.h5", "r") as f:
+            assert np.array_equal(f["a"][1], a) and not f["a"][0].any()
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_chunk(blob[:-3] + b"xyz", a.shape, a.dtype)
+
+
+@pytest.mark.serial
+def test_a_damaged_part_is_solved_again_on_resume(tmp_path, monkeypatch):
+    """A part whose compressed chunk is damaged (or cut short) reads as missing: the resumed run
+    solves that sample again and the dataset verifies."""
+    from hybridsolve import datagen
+
+    out = tmp_path / "d.h5"
+    parts = Path(str(out) + ".parts")
+    cfg = dict(family="darcy", n=6, count=6, out=str(out), options={"discretization": "grid"})
+    real_write, calls = datagen.Parts.write, {"n": 0}
+
+    def flaky(self, index, x, inp, **fields):
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        calls["n"] += 1
+        real_write(self, index, x, inp, **fields)
+
+    monkeypatch.setattr(datagen.Parts, "write", flaky)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(DatagenConfig(**cfg), MPI.COMM_SELF, progress=False)
+    monkeypatch.setattr(datagen.Parts, "write", real_write)
+    files = sorted(parts.glob("s*.part"))
+    assert len(files) == 4
+    raw = bytearray(files[0].read_bytes())
+    raw[-10] ^= 0xFF                          # a flipped byte inside a chunk: zlib's checksum
+    files[0].write_bytes(bytes(raw))
+    files[1].write_bytes(files[1].read_bytes()[:-5])   # cut short
+    s = run(DatagenConfig(**cfg), MPI.COMM_SELF, progress=False)
+    assert s["status"] == "complete" and s["removed"] == 2, s
+    assert s["solved_here"] == 4, s    # the two damaged ones and the two never written
+    assert verify(out, MPI.COMM_SELF)["failures"] == []
 
 
 # --- reading: lazily, into torch, version 1 -------------------------------------------------------
@@ -278,11 +332,11 @@ def test_resume_after_a_crash_with_equivalent_options_and_no_temporaries(tmp_pat
     parts = Path(str(out) + ".parts")
     real_write, calls = datagen.Parts.write, {"n": 0}
 
-    def flaky(self, index, x, **fields):
+    def flaky(self, index, x, inp, **fields):
         if calls["n"] == 3:
             raise RuntimeError("simulated crash")
         calls["n"] += 1
-        real_write(self, index, x, **fields)
+        real_write(self, index, x, inp, **fields)
 
     monkeypatch.setattr(datagen.Parts, "write", flaky)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -290,7 +344,7 @@ def test_resume_after_a_crash_with_equivalent_options_and_no_temporaries(tmp_pat
                           options={"discretization": "grid"}), MPI.COMM_SELF, progress=False)
     monkeypatch.setattr(datagen.Parts, "write", real_write)
     # what a kill -9 leaves: a part and the final file half written under temporary names
-    (parts / ".tmp-99999-5.npy").write_bytes(b"half")
+    (parts / ".tmp-99999-5.part").write_bytes(b"half")
     (tmp_path / ".r.h5.tmp-99999").write_bytes(b"half")
     # a crash in the final write itself (after the temporary is written, before the rename)
     real_replace = dataset.os.replace

@@ -8,7 +8,8 @@ Pipeline (SKR, Wang et al., ICLR 2024, with the choices measured here):
    Krylov space (GCRO-DR for nonsymmetric/indefinite families, recycling CG on request), the
    neighbour's solution as the initial guess, and for fixed-matrix families the matrix and its
    preconditioner set up once;
-4. write each sample as soon as it is verified, atomically, to ``<out>.parts/``; at the end
+4. write each sample as soon as it is verified, atomically and already compressed, to
+   ``<out>.parts/``; at the end
    verify every sample against the true residual of its own freshly assembled system and
    assemble one HDF5 file (written to a temporary name and renamed: atomic).
 
@@ -36,7 +37,8 @@ family's canonical order; ``coordinates`` (n_dofs, dim) of the unknowns in canon
 ``rank``, ``fallback`` (1 where the chain's solver missed the tolerance and a direct solve
 (GMRES + LU; matrix-free: GMRES(200)) finished the sample); the provenance as JSON in the attribute ``provenance`` (with
 ``fallbacks``, their count, ``ksp``, what the chain's KSP says it is, and ``options``, every
-family option with its value). Every array is chunked (whole samples) and gzip-compressed.
+family option with its value). Every array is gzip-compressed; ``inputs`` and ``solutions`` hold one sample per chunk,
+compressed by the rank that solved it (the final write copies the chunks).
 :func:`load` opens it lazily (a :class:`Dataset`: ``len``, ``ds[i] -> (input, solution)``,
 ``.read()`` for everything in memory); :class:`TorchDataset` (imports torch on first use)
 yields ``(input, solution)`` tensors; :func:`verify` (``hybridsolve verify FILE``) re-assembles

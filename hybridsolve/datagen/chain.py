@@ -106,7 +106,7 @@ def _solve_chain(cfg, family, params, perm, parts, name, opts, comm, stats, prog
                 stats["fallbacks"] += 1
             x = system.gather(res.x)
             if writer:
-                parts.write(idx, x, fallback=fell_back, iterations=res.iterations, time=res.time,
+                parts.write(idx, x, params[idx], fallback=fell_back, iterations=res.iterations, time=res.time,
                             true_residual=res.true_residual, reason=res.reason,
                             chain_position=int(position[idx]), rank=comm.rank)
             stats["solved"] += 1
@@ -230,7 +230,7 @@ def _verify_indices(cfg, family, params, parts, indices, sequential) -> int:
     bad, prev = 0, None
     for idx in indices:
         data = parts.read(idx)
-        if data is None or "x" not in data:
+        if data is None or not np.array_equal(data["input"], params[idx]):
             parts.remove(idx)
             bad += 1
             if sequential:

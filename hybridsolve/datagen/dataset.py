@@ -4,7 +4,8 @@ Format version 2 (the attribute ``format_version``; files without it are version
 load): the solutions lie on the grid of the inputs where the family has one (Darcy's grid
 discretization stores its boundary nodes too: ``(N, n + 1, n + 1)`` like its coefficient),
 ``grid_index`` maps the unknowns into that grid, ``grid_coordinates`` gives each grid point,
-every array is chunked and gzip-compressed, and the attribute ``layout`` (JSON) says what each
+every array is chunked (``inputs`` and ``solutions``: one sample per chunk, so a loader reading
+sample ``i`` decompresses only that sample) and gzip-compressed, and the attribute ``layout`` (JSON) says what each
 array is indexed by, family by family. Version 1 stored ``grid_order`` (the flat-to-grid
 permutation) and solutions of the unknowns only.""" 
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -51,10 +53,83 @@ def _h5py():
 FORMAT_VERSION = 2
 FORMAT = "hybridsolve-dataset"
 #: gzip (in every HDF5 build, so any HDF5 tool reads the file) after byte shuffling (floats
-#: compress better); level 1: float64 fields shrink to about 78% at any level (Darcy, n=99), and
-#: the final write costs 3.5 to 4 ms per sample of 1e4 unknowns at level 1 (4.2 at level 4)
+#: compress better); level 1: float64 fields shrink to about 75% at any level (Darcy, n=99).
+#: Compressing costs about 3 ms per sample of 1e4 unknowns (inputs and solution): each sample is
+#: compressed as its own chunk by the rank that solved it, as soon as it is solved
+#: (:func:`encode_chunk`, the parts store), and the final write only copies the compressed
+#: chunks (``write_direct_chunk``).
 COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-CHUNK_BYTES = 1 << 16   # a chunk holds as many whole samples as fit in 64 KiB, at least one
+
+
+def encode_chunk(a: np.ndarray) -> bytes:
+    """One chunk as HDF5 stores it through :data:`COMPRESSION`'s filters: the shuffle filter
+    (byte ``j`` of every element, for ``j`` = 0, 1, ...), then deflate (zlib format)."""
+    a = np.ascontiguousarray(a)
+    shuffled = a.reshape(-1).view(np.uint8).reshape(-1, a.itemsize).T
+    return zlib.compress(shuffled.tobytes(), COMPRESSION["compression_opts"])
+
+
+def decode_chunk(blob: bytes, shape: tuple, dtype) -> np.ndarray:
+    """The inverse of :func:`encode_chunk`. Raises ValueError on a corrupt or short chunk."""
+    dtype = np.dtype(dtype)
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error as err:
+        raise ValueError(f"corrupt chunk: {err}") from err
+    count = int(np.prod(shape))
+    if len(raw) != count * dtype.itemsize:
+        raise ValueError(f"chunk of {len(raw)} bytes, expected {count * dtype.itemsize}")
+    b = np.frombuffer(raw, np.uint8).reshape(dtype.itemsize, count).T
+    return np.ascontiguousarray(b).view(dtype).reshape(shape)
+
+
+class SampleLayout:
+    """How one sample is stored: the solution's grid (``shape``; ``index`` maps the unknowns,
+    canonical order, into it; ``None`` when the unknowns form no grid) and the input's shape and
+    dtype. Computed once per run (:func:`sample_layout`), the same on every rank."""
+
+    def __init__(self, coords: np.ndarray, grid: dict | None, input_shape: tuple, input_dtype):
+        self.coords, self.grid = coords, grid
+        self.n = len(coords)
+        self.shape = tuple(grid["shape"]) if grid else (self.n,)
+        self.input_shape, self.input_dtype = tuple(input_shape), np.dtype(input_dtype)
+
+    def encode(self, x: np.ndarray, inp: np.ndarray) -> tuple[bytes, bytes]:
+        """A solved sample's two chunks: the solution on the stored grid (zero where no unknown
+        lies: a padded grid's boundary) and the input."""
+        if self.grid:
+            full = np.zeros(int(np.prod(self.shape)))
+            full[self.grid["index"]] = x
+        else:
+            full = np.asarray(x, dtype=float)
+        return encode_chunk(full), encode_chunk(np.asarray(inp, dtype=self.input_dtype))
+
+    def decode_solution(self, blob: bytes) -> np.ndarray:
+        """The unknowns (canonical order) from a solution chunk."""
+        full = decode_chunk(blob, (int(np.prod(self.shape)),), np.float64)
+        return full[self.grid["index"]] if self.grid else full
+
+    def decode_input(self, blob: bytes) -> np.ndarray:
+        return decode_chunk(blob, self.input_shape, self.input_dtype)
+
+
+def sample_layout(family, params: np.ndarray, comm) -> SampleLayout:
+    """The run's :class:`SampleLayout`, on every rank from its own probe system (on
+    ``COMM_SELF``: a system build may hold collective first-use steps, PETSc's start or the
+    thread set-up, which a rank-0-only probe would leave the other ranks waiting for)."""
+    from hybridsolve.parallel import collective_call
+    from hybridsolve.stack import MPI
+
+    def probe_coords():
+        probe = family.system_from_params(params[0], MPI.COMM_SELF, index=0)
+        try:
+            return probe.coordinates()
+        finally:
+            probe.destroy()
+
+    coords = collective_call(comm, probe_coords, "datagen: the first system")
+    grid = _grid_layout(coords, tuple(family.param_shape()))
+    return SampleLayout(coords, grid, params.shape[1:], params.dtype)
 
 
 def _axes(coords: np.ndarray) -> list[np.ndarray] | None:
@@ -170,25 +245,17 @@ def _layout(family, grid: dict | None, n_dofs: int, dim: int) -> dict:
     }
 
 
-def _chunks(count: int, shape: tuple) -> tuple:
-    """Whole samples per chunk, about CHUNK_BYTES (float64), at least one."""
-    per = 8 * int(np.prod(shape)) if shape else 8
-    return (max(1, min(count, CHUNK_BYTES // max(per, 1))), *shape)
-
-
 def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_total,
               method=None, ksp=None, trial=None) -> dict:
-    """Rank 0: one HDF5 file from the verified parts, written to a temporary name and renamed
-    (a temporary a kill leaves behind is removed by the next run)."""
+    """Rank 0: one HDF5 file from the verified parts (their chunks, compressed by the ranks that
+    solved them, copied as they are), written to a temporary name and renamed (a temporary a
+    kill leaves behind is removed by the next run)."""
     h5py = _h5py()
 
-    from hybridsolve.stack import MPI, describe
+    from hybridsolve.stack import describe
 
-    probe = family.system_from_params(params[0], MPI.COMM_SELF, index=0)
-    coords = probe.coordinates()
-    probe.destroy()
-    grid = _grid_layout(coords, tuple(family.param_shape()))
-    n = len(coords)
+    lay = parts.layout
+    coords, grid, n, shape = lay.coords, lay.grid, lay.n, lay.shape
     its = np.zeros(cfg.count, dtype=np.int64)
     times = np.zeros(cfg.count)
     resid = np.zeros(cfg.count)
@@ -197,31 +264,23 @@ def _assemble(cfg, family, params, perm, parts, name, opts, ranks, t_sort, t_tot
     fallback = np.zeros(cfg.count, dtype=np.int8)
     out = Path(cfg.out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shape = grid["shape"] if grid else (n,)
-    width = int(np.prod(shape))
     try:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("inputs", data=params, chunks=_chunks(cfg.count, params.shape[1:]),
-                             **COMPRESSION)
+            inp = f.create_dataset("inputs", shape=params.shape, dtype=params.dtype,
+                                   chunks=(1, *params.shape[1:]), **COMPRESSION)
             sol = f.create_dataset("solutions", shape=(cfg.count, *shape), dtype="f8",
-                                   chunks=_chunks(cfg.count, shape), **COMPRESSION)
-            block = max(1, min(cfg.count, (64 << 20) // (8 * width)))  # about 64 MB at a time
-            for b0 in range(0, cfg.count, block):
-                b1 = min(cfg.count, b0 + block)
-                buf = np.zeros((b1 - b0, width))   # zero: the boundary of a padded grid
-                for i in range(b0, b1):
-                    d = parts.read(i)
-                    if d is None:
-                        raise SolverError(f"datagen: sample {i} vanished before assembly; rerun "
-                                          "the command")
-                    if grid:
-                        buf[i - b0, grid["index"]] = d["x"]
-                    else:
-                        buf[i - b0] = d["x"]
-                    its[i], times[i], resid[i] = d["iterations"], d["time"], d["true_residual"]
-                    chainpos[i], rank[i] = d["chain_position"], d["rank"]
-                    fallback[i] = d["fallback"]
-                sol[b0:b1] = buf.reshape((b1 - b0, *shape))
+                                   chunks=(1, *shape), **COMPRESSION)
+            zero_in, zero_sol = (0,) * (params.ndim - 1), (0,) * len(shape)
+            for i in range(cfg.count):
+                d = parts.read(i, decode=False)
+                if d is None:
+                    raise SolverError(f"datagen: sample {i} vanished before assembly; rerun "
+                                      "the command")
+                sol.id.write_direct_chunk((i, *zero_sol), d["solution_chunk"])
+                inp.id.write_direct_chunk((i, *zero_in), d["input_chunk"])
+                its[i], times[i], resid[i] = d["iterations"], d["time"], d["true_residual"]
+                chainpos[i], rank[i] = d["chain_position"], d["rank"]
+                fallback[i] = d["fallback"]
             f.create_dataset("coordinates", data=coords, **COMPRESSION)
             if grid:
                 f.create_dataset("grid_index", data=grid["index"], **COMPRESSION)

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 
-def count_parts(folder: Path, suffix: str = ".npy") -> int:
-    """Finished samples in a parts folder (``s<index>.npy``; temporaries are hidden), or with
+def count_parts(folder: Path, suffix: str = ".part") -> int:
+    """Finished samples in a parts folder (``s<index>.part``; temporaries are hidden), or with
     ``suffix=".fallback"`` those of them the fallback solver finished."""
     try:
         with os.scandir(folder) as it:

@@ -12,7 +12,7 @@ from hybridsolve.errors import SolverError
 from hybridsolve.datagen.config import DatagenConfig, solver_options
 from hybridsolve.datagen.store import Parts, _prepare
 from hybridsolve.datagen.chain import _solve_chain, _verify
-from hybridsolve.datagen.dataset import _assemble
+from hybridsolve.datagen.dataset import _assemble, sample_layout
 from hybridsolve.datagen.progress import Progress, count_parts
 
 
@@ -41,7 +41,7 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
         perm = sort_order(params, cfg.order, seed=cfg.seed, metric=metric) if comm.rank == 0 else None
         perm = comm.bcast(perm, root=0)
     t_sort = time.perf_counter() - t0
-    parts = Parts(Path(cfg.out))
+    parts = Parts(Path(cfg.out), sample_layout(family, params, comm))
     stats = {"solved": 0, "skipped": 0, "iterations": 0, "solve_time": 0.0, "removed": 0,
              "fallbacks": 0}
     bar = None

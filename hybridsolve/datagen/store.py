@@ -15,22 +15,30 @@ from hybridsolve.datagen.dataset import _h5py
 
 # --- parts: one atomic file per verified sample --------------------------------------------------
 class Parts:
-    """The ``<out>.parts/`` folder: ``config.json`` and one ``s<index>.npy`` per sample.
+    """The ``<out>.parts/`` folder: ``config.json`` and one ``s<index>.part`` per sample.
 
-    A part is one float64 array: the fields of :data:`PART_FIELDS` followed by the solution
-    (a plain .npy reads several times faster than an .npz archive, which matters when the final
-    assembly reads tens of thousands of them). A sample the chain's solver did not finish (the
-    fallback solver did) also has an empty ``s<index>.fallback`` marker, written before its part
-    (so parts written before markers existed still read, as chain-solved).
+    A part holds the fields of :data:`PART_FIELDS` and the sample's two dataset chunks (solution
+    and input), already compressed as the final HDF5 file stores them (:class:`SampleLayout`), so
+    the final write copies them without compressing anything: the compression is done by the rank
+    that solved the sample, as soon as it is solved (on several ranks in parallel, where the final
+    write on rank 0 would do it serially). A background thread for it was measured and dropped:
+    no faster on this machine's two cores (the solve slowed by what the thread saved). A sample
+    the chain's solver did not finish (the fallback solver did) also has an empty
+    ``s<index>.fallback`` marker, written before its part.
+
+    File: ``MAGIC``, the fields (float64), the two chunk lengths (int64), the chunks; a part of
+    another length, a corrupt chunk (zlib's checksum) or a non-finite value reads as missing.
     """
 
     PART_FIELDS = ("iterations", "time", "true_residual", "reason", "chain_position", "rank")
+    MAGIC = b"HSPART2\n"
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, layout=None) -> None:
         self.dir = Path(str(out) + ".parts")
+        self.layout = layout     # a dataset.SampleLayout, set before writing or reading
 
     def path(self, index: int) -> Path:
-        return self.dir / f"s{index:07d}.npy"
+        return self.dir / f"s{index:07d}.part"
 
     def marker(self, index: int) -> Path:
         return self.dir / f"s{index:07d}.fallback"
@@ -38,31 +46,57 @@ class Parts:
     def has(self, index: int) -> bool:
         return self.path(index).exists()
 
-    def write(self, index: int, x: np.ndarray, *, fallback: bool = False, **fields) -> None:
+    def write(self, index: int, x: np.ndarray, inp: np.ndarray, *, fallback: bool = False,
+              **fields) -> None:
+        """Compress and write sample ``index`` (solution ``x`` in canonical order, input ``inp``)."""
         head = np.array([float(fields[k]) for k in self.PART_FIELDS])
+        sol_chunk, inp_chunk = self.layout.encode(x, inp)
         if fallback:
             self.marker(index).touch()
         else:
             self.marker(index).unlink(missing_ok=True)
-        tmp = self.dir / f".tmp-{os.getpid()}-{index}.npy"
+        tmp = self.dir / f".tmp-{os.getpid()}-{index}.part"
         # written whole under a temporary name, then renamed: a reader (or a resumed run) sees
         # the complete file or none. No fsync: a killed process loses nothing the kernel has;
         # only a machine crash could, and the final verification catches what it would.
         with open(tmp, "wb") as fh:
-            np.save(fh, np.concatenate([head, np.asarray(x, dtype=float)]))
+            fh.write(self.MAGIC)
+            fh.write(head.tobytes())
+            fh.write(np.array([len(sol_chunk), len(inp_chunk)], dtype=np.int64).tobytes())
+            fh.write(sol_chunk)
+            fh.write(inp_chunk)
         os.replace(tmp, self.path(index))
 
-    def read(self, index: int) -> dict | None:
+    def read(self, index: int, decode: bool = True) -> dict | None:
+        """Sample ``index``'s fields, ``x`` (its unknowns, canonical order) and ``input`` (with
+        ``decode=False`` the raw ``solution_chunk`` and ``input_chunk`` instead), or None when
+        the part is missing or unreadable (either chunk corrupt, non-finite values)."""
         try:
-            arr = np.load(self.path(index), allow_pickle=False)
-        except (OSError, ValueError, EOFError):
+            data = self.path(index).read_bytes()
+        except OSError:
             return None
-        k = len(self.PART_FIELDS)
-        if arr.ndim != 1 or arr.size <= k or not np.all(np.isfinite(arr)):
+        k, m = len(self.PART_FIELDS), len(self.MAGIC)
+        if len(data) < m + 8 * (k + 2) or data[:m] != self.MAGIC:
             return None
-        out = {name: arr[i] for i, name in enumerate(self.PART_FIELDS)}
-        out["x"] = arr[k:]
+        head = np.frombuffer(data, np.float64, k, m)
+        ls, li = (int(v) for v in np.frombuffer(data, np.int64, 2, m + 8 * k))
+        start = m + 8 * (k + 2)
+        if ls < 0 or li < 0 or len(data) != start + ls + li or not np.all(np.isfinite(head)):
+            return None
+        out = {name: head[i] for i, name in enumerate(self.PART_FIELDS)}
         out["fallback"] = self.marker(index).exists()
+        sol = data[start:start + ls]
+        if not decode:
+            out["solution_chunk"], out["input_chunk"] = sol, data[start + ls:]
+            return out
+        try:
+            x = self.layout.decode_solution(sol)
+            inp = self.layout.decode_input(data[start + ls:])
+        except ValueError:
+            return None
+        if not np.all(np.isfinite(x)):
+            return None
+        out["x"], out["input"] = x, inp
         return out
 
     def remove(self, index: int) -> None:
