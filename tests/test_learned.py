@@ -180,26 +180,6 @@ def test_shipped_model_is_small_and_loads():
     assert out.shape == (2, 1, 33, 40) and torch.isfinite(out).all()
 
 
-def _dolfinx_grid_permutation(V, comm, path):
-    """Global dof number of each point of the (n+1) x (n+1) vertex grid, in grid order (rank 0
-    writes it to ``path``)."""
-    imap = V.dofmap.index_map
-    nown = imap.size_local
-    coords = V.tabulate_dof_coordinates()[:nown, :2]
-    glob = imap.local_to_global(np.arange(nown, dtype=np.int32))
-    allc = comm.gather(coords, root=0)
-    allg = comm.gather(glob, root=0)
-    if comm.rank == 0:
-        c = np.concatenate(allc)
-        g = np.concatenate(allg)
-        m = int(round(np.sqrt(c.shape[0])))
-        ij = np.rint(c * (m - 1)).astype(int)
-        perm = np.empty(m * m, dtype=np.int64)
-        perm[ij[:, 0] * m + ij[:, 1]] = g
-        np.save(path, perm)
-    comm.Barrier()
-
-
 def test_dolfinx_linear_problem_uses_the_learned_preconditioner_by_options(comm, tmp_path):
     import dolfinx
     import dolfinx.fem.petsc
@@ -214,10 +194,11 @@ def test_dolfinx_linear_problem_uses_the_learned_preconditioner_by_options(comm,
         -80 * ((x[0] - 0.7) ** 2 + (x[1] - 0.3) ** 2))
     facets = dolfinx.mesh.locate_entities_boundary(mesh, 1, lambda p: np.full(p.shape[1], True))
     bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, 1, facets), V)
-    path = comm.bcast(str(tmp_path / "perm.npy"), root=0)
-    _dolfinx_grid_permutation(V, comm, path)
-    opts = {**FCG, **TORCHPC, "pc_torch_mode": "gathered", "pc_torch_permutation": path,
-            "ksp_rtol": 1e-10, "ksp_max_it": 500}
+    from hybridsolve.learned import save_grid_layout
+
+    layout = save_grid_layout(V, tmp_path / "perm.npy")    # public helper, collective
+    assert layout["pc_torch_shape"] == f"{n + 1},{n + 1}" and layout["pc_torch_mode"] == "gathered"
+    opts = {**FCG, **TORCHPC, **layout, "ksp_rtol": 1e-10, "ksp_max_it": 500}
     problem = dolfinx.fem.petsc.LinearProblem(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
                                               f * v * ufl.dx, bcs=[bc], petsc_options=opts,
                                               petsc_options_prefix="learned_")
@@ -244,6 +225,46 @@ def test_dolfinx_linear_problem_uses_the_learned_preconditioner_by_options(comm,
     cg.solve()
     assert_all(comm, its_learned < cg.solver.getIterationNumber(),
                f"learned {its_learned} its vs CG {cg.solver.getIterationNumber()}")
+
+
+def test_dolfinx_dof_numbering_without_its_layout_is_refused_not_run_scrambled(comm):
+    """A DOLFINx P1 matrix has as many rows as a square grid but its dofs are not in grid order:
+    TorchPC refuses it on every rank (naming the fix) instead of running the network on a
+    scrambled field; the refusal reaches the caller of LinearProblem.solve."""
+    import dolfinx
+    import dolfinx.fem.petsc
+    import ufl
+
+    from hybridsolve.errors import InputError
+
+    mesh = dolfinx.mesh.create_unit_square(comm, 24, 24)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    problem = dolfinx.fem.petsc.LinearProblem(
+        ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx + u * v * ufl.dx, v * ufl.dx,
+        petsc_options={**FCG, **TORCHPC, "pc_torch_mode": "gathered"},
+        petsc_options_prefix="scrambled_")
+    with pytest.raises(Exception) as err:
+        problem.solve()
+    msg = str(err.value) + str(getattr(err.value, "__cause__", ""))
+    assert isinstance(err.value, InputError) or "grid order" in msg, msg
+    assert "not in the grid order of (25, 25)" in msg and "save_grid_layout" in msg, msg
+
+
+def test_grid_permutation_refuses_a_space_that_is_not_a_grid(comm):
+    import dolfinx
+
+    from hybridsolve.errors import InputError
+    from hybridsolve.learned import grid_permutation
+
+    mesh = dolfinx.mesh.create_unit_square(comm, 6, 6)
+    x = mesh.geometry.x
+    x[:, 0] += 0.02 * np.sin(7 * x[:, 1]) * x[:, 0] * (1 - x[:, 0])   # a moved mesh: no grid
+    with pytest.raises(InputError, match="do not form a tensor grid"):
+        grid_permutation(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
+    Vv = dolfinx.fem.functionspace(mesh, ("Lagrange", 1, (2,)))
+    with pytest.raises(InputError, match="scalar space"):
+        grid_permutation(Vv)
 
 
 @pytest.mark.serial

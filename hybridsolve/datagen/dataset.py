@@ -132,12 +132,6 @@ def sample_layout(family, params: np.ndarray, comm) -> SampleLayout:
     return SampleLayout(coords, grid, params.shape[1:], params.dtype)
 
 
-def _axes(coords: np.ndarray) -> list[np.ndarray] | None:
-    """The per-axis coordinates when the points form a full tensor grid, else None."""
-    axes = [np.unique(np.round(coords[:, a], 12)) for a in range(coords.shape[1])]
-    return axes if int(np.prod([len(a) for a in axes])) == len(coords) else None
-
-
 def _grid_layout(coords: np.ndarray, param_shape: tuple) -> dict | None:
     """Where the unknowns go in the stored solution grid, when they form a tensor grid.
 
@@ -147,15 +141,13 @@ def _grid_layout(coords: np.ndarray, param_shape: tuple) -> dict | None:
     (Darcy's 5-point discretization: the coefficient lives on all ``(n + 1)^2`` nodes, the
     unknowns on the interior ones) and the stored grid is that larger one, boundary included
     (the Dirichlet value 0 there)."""
-    axes = _axes(coords)
-    if axes is None:
+    from hybridsolve.problems.grid import tensor_grid
+
+    found = tensor_grid(coords)
+    if found is None:
         return None
+    shape, index, axes = found
     dim = len(axes)
-    shape = tuple(len(a) for a in axes)
-    keys = tuple(np.round(coords[:, a], 12) for a in reversed(range(dim)))
-    perm = np.lexsort(keys)              # grid point g (x slowest) holds unknown perm[g]
-    index = np.empty(len(perm), dtype=np.int64)
-    index[perm] = np.arange(len(perm))
     padded = (len(param_shape) >= dim and all(s > 1 for s in shape)
               and tuple(param_shape[-dim:]) == tuple(s + 2 for s in shape))
     if padded:

@@ -4,5 +4,9 @@
   I/O (safetensors, ``weights_only`` state dicts), the shipped model (``dcdm2d``); no PETSc;
 * :mod:`~hybridsolve.learned.training`: DCDM's label-free training on Ritz-vector data;
 * :mod:`~hybridsolve.learned.petsc`: :class:`TorchPC` (``-pc_type python``) and :class:`DCDM`
-  (``-ksp_type python``).
+  (``-ksp_type python``);
+* :mod:`~hybridsolve.learned.layout`: the grid order of a DOLFINx P1 space on a rectangle or box
+  (:func:`save_grid_layout` returns the TorchPC options that use it).
 """
+
+from hybridsolve.learned.layout import grid_permutation, save_grid_layout  # noqa: F401

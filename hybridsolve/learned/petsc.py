@@ -12,7 +12,9 @@ By options, in any petsc4py or DOLFINx code::
     -pc_torch_fallback jacobi         # PC used when the model's output is rejected ("none": error)
     -pc_torch_check descent|finite    # what is rejected: NaN/Inf, and (descent) r.z ~ 0
     -pc_torch_shape 128,128           # the grid (default: inferred from the size, square/cube)
-    -pc_torch_permutation perm.npy    # global PETSc index of each grid point (e.g. DOLFINx dofs)
+    -pc_torch_permutation perm.npy    # global PETSc index of each grid point (e.g. DOLFINx dofs:
+                                      # hybridsolve.learned.save_grid_layout(V, path) writes it)
+    -pc_torch_layout_check true       # refuse an operator whose sparsity is not local on the grid
     -pc_torch_mask auto|none          # zero the output on decoupled rows (solids, Dirichlet rows)
 
 or ``-ksp_type python -ksp_python_type hybridsolve.learned.petsc.DCDM`` with the same PC.
@@ -112,6 +114,7 @@ class TorchPC(PythonPC):
         self.check = "descent"
         self.threads = 1
         self.mask_mode = "auto"
+        self.layout_check = True
         self._mask: np.ndarray | None = None
         self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
                       "fallback_not_descent": 0, "sign_flips": 0, "model_time": 0.0}
@@ -157,6 +160,7 @@ class TorchPC(PythonPC):
             raise InputError(f"{name}check: one of {', '.join(_CHECKS)}, got {self.check!r}")
         self.threads = self.option("threads", self.threads)
         self.mask_mode = self.option("mask", self.mask_mode)
+        self.layout_check = self.option("layout_check", self.layout_check)
         if self.mask_mode not in ("auto", "none"):
             raise InputError(f"{name}mask: auto or none, got {self.mask_mode!r}")
         shape = self.option("shape", "", str)
@@ -216,6 +220,8 @@ class TorchPC(PythonPC):
                              f"points but the operator has {n} rows")
         if len(self.shape) != dim:
             raise InputError(f"the model is {dim}-D but the grid shape is {self.shape}")
+        if self.layout_check:
+            collective_call(comm, lambda: self._check_layout(A), "TorchPC")
         r0, r1 = A.getOwnershipRange()
         self._rows = (r0, r1)
         self._comm = comm
@@ -236,6 +242,51 @@ class TorchPC(PythonPC):
             self._fallback = fb
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
         self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
+
+    def _check_layout(self, A: PETSc.Mat) -> None:
+        """The network sees the unknowns as the grid ``self.shape`` (through the permutation, if
+        any): refuse an operator that couples unknowns more than one grid step apart along an
+        axis, i.e. whose rows are not in that grid order (a DOLFINx dof numbering, a wrong
+        shape): the network would run on a scrambled field and propose useless directions."""
+        fix = (f"give the layout: -{self.prefix}pc_torch_permutation FILE (for a DOLFINx P1 space "
+               "on a rectangle or box, hybridsolve.learned.save_grid_layout(V, FILE) writes it "
+               f"and returns the options), or -{self.prefix}pc_torch_layout_check false to run "
+               "the network anyway")
+        if A.getType() in ("python", "shell"):
+            ctx = A.getPythonContext() if A.getType() == "python" else None
+            shape = getattr(ctx, "shape", None)
+            if shape is not None and self.permutation is None:
+                if tuple(shape) != tuple(self.shape):
+                    raise InputError(f"the operator's grid is {tuple(shape)} but the network would "
+                                     f"see {self.shape}; {fix}")
+                return
+            if self.user_shape is None and self.permutation is None:
+                raise InputError(f"a matrix-free operator without a known grid: {fix}")
+            return
+        n = A.getSize()[0]
+        indptr, indices, _ = A.getValuesCSR()
+        r0, r1 = A.getOwnershipRange()
+        if self.permutation is None:
+            pos = None
+        else:
+            pos = np.empty(n, dtype=np.int64)
+            pos[self.permutation] = np.arange(n)      # grid point of each global index
+        grows = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(indptr))
+        rows, cols = grows, indices.astype(np.int64)
+        if pos is not None:
+            rows, cols = pos[rows], pos[cols]
+        step = np.zeros(rows.size, dtype=np.int64)
+        for a, b in zip(np.unravel_index(rows, self.shape), np.unravel_index(cols, self.shape)):
+            step = np.maximum(step, np.abs(a - b))
+        if step.size and step.max() > 1:
+            k = int(np.argmax(step))
+            far = int((step > 1).sum())
+            raise InputError(
+                f"the operator is not in the grid order of {self.shape}: {far} of its "
+                f"{step.size} local nonzeros couple unknowns more than one grid step apart "
+                f"(row {int(grows[k])} and column {int(indices[k])}: {int(step[k])} steps); the "
+                "network would see a "
+                f"scrambled field. {fix[0].upper()}{fix[1:]}")
 
     @staticmethod
     def _decoupled_mask(A: PETSc.Mat) -> np.ndarray | None:

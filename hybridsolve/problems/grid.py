@@ -24,6 +24,21 @@ import scipy.sparse as sp
 __all__ = ["face_coefficients", "stencil_rows", "stencil_csr", "grid_points"]
 
 
+def tensor_grid(coords: np.ndarray) -> tuple[tuple[int, ...], np.ndarray, list[np.ndarray]] | None:
+    """When the points (rows of ``coords``, ``(n, dim)``) form a full tensor grid: its
+    ``shape``, the flat C-order grid index of each point (axis 0 slowest) and the per-axis
+    coordinates; else None. Coordinates are compared after rounding to 12 digits."""
+    coords = np.asarray(coords, dtype=float)
+    axes = [np.unique(np.round(coords[:, a], 12)) for a in range(coords.shape[1])]
+    if int(np.prod([len(a) for a in axes])) != len(coords):
+        return None
+    keys = tuple(np.round(coords[:, a], 12) for a in reversed(range(coords.shape[1])))
+    order = np.lexsort(keys)              # grid point g (axis 0 slowest) holds point order[g]
+    index = np.empty(len(order), dtype=np.int64)
+    index[order] = np.arange(len(order))
+    return tuple(len(a) for a in axes), index, axes
+
+
 def grid_points(shape: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
     """Coordinates of the unknowns ``rows`` (flat indices), shape ``(len(rows), dim)``."""
     multi = np.unravel_index(rows, shape)
