@@ -51,6 +51,18 @@ class AntiModel(torch.nn.Module):
         return -r
 
 
+class NearlyOrthogonalModel(torch.nn.Module):
+    """A fixed field made orthogonal to r, plus 1e-7 r: |cos(r, z)| ~ 1e-7, useless but not 0."""
+    dim = 2
+
+    def forward(self, r):
+        e = torch.sin(torch.arange(r[0].numel(), dtype=r.dtype) * 0.37).reshape(r.shape[1:])
+        e = e.expand_as(r)
+        dot = (e * r).sum(dim=tuple(range(1, r.dim())), keepdim=True)
+        rr = (r * r).sum(dim=tuple(range(1, r.dim())), keepdim=True)
+        return e - dot / rr * r + 1e-7 * r * e.norm() / rr.sqrt()
+
+
 class ZeroModel(torch.nn.Module):
     """Returns zero: no direction at all (fallback)."""
     dim = 2
@@ -74,6 +86,8 @@ def test_torchpc_in_flexible_krylov_reaches_the_true_tolerance(comm, ksp, mode):
 
 def test_gathered_mode_gives_the_same_iterations_on_any_rank_count(comm):
     """Gathered: the model sees the whole field, so 1 and 2 ranks take the same iterations."""
+    if comm.size == 1:
+        pytest.skip("compares a distributed solve with a serial one: the mpiexec -n 2 pass")
     s = _grid(comm)
     solver, res, _ = _solve(comm, s, {**TORCHPC, **FCG, "pc_torch_mode": "gathered"})
     self_sys = _grid(MPI.COMM_SELF)
@@ -84,18 +98,27 @@ def test_gathered_mode_gives_the_same_iterations_on_any_rank_count(comm):
         o.destroy()
 
 
-@pytest.mark.parametrize("model,counter", [(NaNModel(), "fallback_nonfinite"),
-                                           (ZeroModel(), "fallback_not_descent"),
-                                           (AntiModel(), "sign_flips")])
-def test_fallback_replaces_garbage_and_the_solve_still_converges(comm, model, counter):
+@pytest.mark.parametrize("model,counter,text", [
+    (NaNModel(), "fallback_nonfinite", "used {} times for NaN/Inf"),
+    (ZeroModel(), "fallback_not_descent", "{} times for a direction (nearly) orthogonal"),
+    (NearlyOrthogonalModel(), "fallback_not_descent", "{} times for a direction (nearly) orthogonal"),
+    (AntiModel(), "sign_flips", "{} ascent directions flipped")])
+def test_fallback_replaces_garbage_and_the_solve_still_converges(comm, model, counter, text,
+                                                                  tmp_path):
     s = _grid(comm, n=24)
     name = register_model(type(model).__name__, model)
     solver, res, ctx = _solve(comm, s, {**FCG, **TORCHPC, "pc_torch_model": name}, rtol=1e-8)
     assert_all(comm, res.converged and res.true_residual <= 1.01e-8, res.summary())
-    assert ctx.stats[counter] == ctx.stats["vectors"] > 0
-    viewer = PETSc.Viewer().createASCII(f"/dev/null", comm=comm)
-    solver.ksp.view(viewer)  # the view prints the counts (checked on the text below)
+    n = ctx.stats[counter]
+    assert n == ctx.stats["vectors"] > 0
+    assert res.info["torchpc"][counter] == n          # SolveResult.info, this solve
+    path = comm.bcast(str(tmp_path / "view.txt"), root=0)
+    viewer = PETSc.Viewer().createASCII(path, comm=comm)
+    solver.ksp.view(viewer)
     viewer.destroy()
+    comm.Barrier()
+    view = open(path).read()
+    assert text.format(n) in view, view
     solver.destroy()
     s.destroy()
 
@@ -134,6 +157,10 @@ def test_shipped_model_beats_cg_on_an_unseen_system(comm):
                                 "ksp_norm_type": "unpreconditioned"})
     assert_all(comm, rd.converged and rd.true_residual <= 1.01e-6, rd.summary())
     assert_all(comm, rd.iterations < 0.5 * rc.iterations, f"DCDM {rd.iterations} vs CG {rc.iterations}")
+    # every direction was the network's: no stall switch, no fallback, no flip hidden in the count
+    assert_all(comm, rd.info["dcdm"]["classical_iterations"] == 0, str(rd.info))
+    t = rd.info["torchpc"]
+    assert_all(comm, t["fallback_nonfinite"] + t["fallback_not_descent"] == 0, str(t))
     for o in (a, b, s):
         o.destroy()
 
