@@ -29,46 +29,65 @@ from hybridsolve.stack import MPI  # noqa: E402
 UNPREC = {"ksp_norm_type": "unpreconditioned"}
 
 
-def methods(model: str) -> dict[str, dict]:
-    return {
+def methods(models: list[str]) -> dict[str, dict]:
+    out = {
         "CG": {"ksp_type": "cg", "pc_type": "none", **UNPREC},
         "ICC-PCG": {"ksp_type": "cg", "pc_type": "icc", **UNPREC},
         "CG+GAMG": {"ksp_type": "cg", "pc_type": "gamg", **UNPREC},
         "deflated CG (16 Ritz)": {"ksp_type": "python",
                                   "ksp_python_type": "hybridsolve.recycling.petsc.RecyclingCG",
                                   "ksp_rcg_k": 16, "pc_type": "none"},
-        "DCDM": {"ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
-                 "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
-                 "pc_torch_model": model, "pc_torch_mode": "gathered"},
     }
+    for model in models:
+        out[f"DCDM ({Path(model).stem})"] = {
+            "ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
+            "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
+            "pc_torch_model": model, "pc_torch_mode": "gathered"}
+    return out
 
 
-def run_case(comm, dim, n, tol, model, obstacles, seed, max_it):
-    fam = get_family("grid", n, count=2, seed=seed, dim=dim, obstacles=obstacles)
-    s0, s1 = fam.system(0, comm), fam.system(1, comm)
-    rows = []
-    # the first solve's right-hand side: the other system's source, zero on this matrix's
-    # solid cells (their rows are decoupled identities: a source there is a component the
-    # harvest of deflated CG would waste its Ritz vectors on)
-    harvest = s0.b.copy()
-    harvest.getArray()[:] *= s1.params[1].reshape(-1)[s1.canonical]
-    for name, opts in methods(model).items():
-        solver = KrylovSolver(comm, options=opts, rtol=tol, max_it=max_it)
-        # a first solve with another right-hand side: loads the model, and builds deflated
-        # CG's space from the Ritz vectors of this very matrix
-        solver.solve(s1.A, harvest).x.destroy()
-        t0 = time.perf_counter()
-        r = solver.solve(s1.A, s1.b)
-        wall = time.perf_counter() - t0
-        rows.append((name, r.iterations, r.time, wall, r.true_residual, r.reason_name))
+def _learned_counts(r) -> tuple[int, int, int]:
+    """(classical iterations, fallbacks, sign flips) of a solve (0 for classical methods)."""
+    d, t = r.info.get("dcdm", {}), r.info.get("torchpc", {})
+    return (int(d.get("classical_iterations", 0)),
+            int(t.get("fallback_nonfinite", 0) + t.get("fallback_not_descent", 0)),
+            int(t.get("sign_flips", 0)))
+
+
+def run_case(comm, dim, n, tol, models, obstacles, seed, max_it, layouts):
+    """Every method on ``layouts`` obstacle layouts (systems 1..layouts of the seed); per method
+    the per-layout results."""
+    fam = get_family("grid", n, count=layouts + 1, seed=seed, dim=dim, obstacles=obstacles)
+    s0 = fam.system(0, comm)
+    out: dict[str, list] = {}
+    solvers = {name: KrylovSolver(comm, options=opts, rtol=tol, max_it=max_it)
+               for name, opts in methods(models).items()}
+    for i in range(1, layouts + 1):
+        s1 = fam.system(i, comm)
+        # deflated CG's first solve: the other system's source, zero on this matrix's solid
+        # cells (their rows are decoupled identities: a source there is a component the harvest
+        # would waste its Ritz vectors on); the other methods solve it once on the first layout
+        # only (model loading, first set-up)
+        harvest = s0.b.copy()
+        harvest.getArray()[:] *= s1.params[1].reshape(-1)[s1.canonical]
+        for name, solver in solvers.items():
+            if i == 1 or name.startswith("deflated"):
+                solver.solve(s1.A, harvest).x.destroy()
+            t0 = time.perf_counter()
+            r = solver.solve(s1.A, s1.b)
+            wall = time.perf_counter() - t0
+            out.setdefault(name, []).append((r.iterations, r.time, wall, r.true_residual,
+                                             r.reason_name, *_learned_counts(r)))
+            r.x.destroy()
+            print(f"  {dim}-D n={n} tol={tol:g} layout {i} {name}: {r.iterations} its, "
+                  f"{r.time:.3f} s, {r.reason_name}, classical/fallbacks/flips "
+                  f"{_learned_counts(r)}", flush=True)
+        harvest.destroy()
+        s1.destroy()
+    for solver in solvers.values():
         solver.destroy()
-        r.x.destroy()
-        print(f"  {dim}-D n={n} tol={tol:g} {name}: {r.iterations} its, {r.time:.3f} s, "
-              f"{r.reason_name}", flush=True)
-    harvest.destroy()
     s0.destroy()
-    s1.destroy()
-    return rows
+    return out
 
 
 def main(argv=None) -> None:
@@ -76,42 +95,59 @@ def main(argv=None) -> None:
     p.add_argument("--sizes2", default="128,256,512")
     p.add_argument("--sizes3", default="32,64")
     p.add_argument("--tols", default="1e-4,1e-6")
-    p.add_argument("--model", default="dcdm2d")
-    p.add_argument("--model3", default="dcdm3d")
+    p.add_argument("--models", default="dcdm2d,vcycle2d", help="2-D models, comma-separated")
+    p.add_argument("--models3", default="dcdm3d", help="3-D models, comma-separated")
     p.add_argument("--obstacles", type=int, default=3)
+    p.add_argument("--layouts", type=int, default=5, help="obstacle layouts per size")
     p.add_argument("--seed", type=int, default=101, help="obstacle layouts (not a training seed)")
     p.add_argument("--max-it", type=int, default=5000)
     p.add_argument("--generalise", action="store_true",
-                   help="also 10 obstacles (training: 4) at the 2-D sizes")
+                   help="also 10 obstacles (training: 3) at the 2-D sizes")
     p.add_argument("--name", default="dcdm")
     args = p.parse_args(argv)
     comm = MPI.COMM_WORLD
     print(machine())
     tols = [float(t) for t in args.tols.split(",")]
-    cases = [(2, int(n), args.model, args.obstacles) for n in args.sizes2.split(",") if n]
-    cases += [(3, int(n), args.model3, args.obstacles) for n in args.sizes3.split(",") if n]
+    m2, m3 = [m for m in args.models.split(",") if m], [m for m in args.models3.split(",") if m]
+    cases = [(2, int(n), m2, args.obstacles) for n in args.sizes2.split(",") if n]
+    cases += [(3, int(n), m3, args.obstacles) for n in args.sizes3.split(",") if n]
     if args.generalise:
-        cases += [(2, int(n), args.model, 10) for n in args.sizes2.split(",") if n]
+        cases += [(2, int(n), m2, 10) for n in args.sizes2.split(",") if n]
     table = []
-    for dim, n, model, obst in cases:
+    for dim, n, models, obst in cases:
         for tol in tols:
-            res = run_case(comm, dim, n, tol, model, obst, args.seed, args.max_it)
-            icc = next(r for r in res if r[0] == "ICC-PCG")
-            for name, its, t, wall, tr, reason in res:
-                table.append([f"{dim}-D", f"{n}^{dim}", obst, f"{tol:g}", name, its,
-                              f"{t:.3f}", f"{its / max(icc[1], 1):.2f}", f"{tr:.1e}", reason])
+            res = run_case(comm, dim, n, tol, models, obst, args.seed, args.max_it, args.layouts)
+            icc = np.mean([r[0] for r in res["ICC-PCG"]])
+            for name, rs in res.items():
+                its = np.array([r[0] for r in rs], dtype=float)
+                t = np.mean([r[1] for r in rs])
+                worst = max(r[3] for r in rs)
+                reasons = sorted({r[4] for r in rs})
+                classical, fb, flips = (sum(r[k] for r in rs) for k in (5, 6, 7))
+                table.append([f"{dim}-D", f"{n}^{dim}", obst, f"{tol:g}", name,
+                              f"{its.mean():.1f} ({int(its.min())}-{int(its.max())})",
+                              f"{its.mean() / max(icc, 1):.2f}", classical, fb, flips,
+                              f"{t:.3f}", f"{worst:.1e}", ", ".join(reasons)])
     write_table(args.name, f"DCDM against CG, ICC-PCG, CG+GAMG and deflated CG ({comm.size} rank(s))",
-                ["dim", "grid", "obstacles", "tol", "method", "iterations", "time [s]",
-                 "its / ICC-PCG its", "true rel. res", "reason"], table,
+                ["dim", "grid", "obstacles", "tol", "method", "iterations: mean (min-max)",
+                 "its / ICC-PCG its", "classical its", "fallbacks", "sign flips", "time [s]",
+                 "worst true rel. res", "reasons"], table,
                 "Grid Poisson (5/7-point, 1/h^2 scaling) with random solid boxes (decoupled "
-                "cells), right-hand side a smooth random source; layouts from seed "
-                f"{args.seed} (training used seed 0). DCDM = our python KSP with the shipped "
-                "network through TorchPC (gathered mode, float32 network, true residual every "
-                "iteration). Deflated CG = RecyclingCG with k = 16 Ritz vectors harvested over a "
-                "whole first solve with the same matrix (right-hand side: the other layout's "
-                "source, zero on this layout's solid cells). Every method solves once before the timed solve "
-                "(model loading, PC set-up of a first operator); 'time' = the timed KSP solve, "
-                "its own set-up included; CPU only.")
+                f"cells), right-hand side a smooth random source; {args.layouts} obstacle layouts "
+                f"per size from seed {args.seed} (training used seed 0). DCDM = our python KSP "
+                "with a network through TorchPC (gathered mode, float32 network, true residual "
+                "every iteration): dcdm2d/dcdm3d the paper's network (one coarse level, trained "
+                "at 32^2 / 16^3), vcycle2d the V-cycle U-Net (levels grow with the grid, weights "
+                "shared across levels, no biases, trained at 64^2). 'classical its': DCDM "
+                "iterations after its stall switch (directions from the PC's classical fallback, "
+                "not the network), summed over the layouts; 'fallbacks': network outputs rejected "
+                "(NaN/Inf or |cos(r, z)| <= 1e-4) and replaced by Jacobi; 'sign flips': ascent "
+                "directions negated. Deflated CG = RecyclingCG with k = 16 Ritz vectors harvested "
+                "over a whole first solve with the same matrix (right-hand side: another layout's "
+                "source, zero on this layout's solid cells). Every method solves once before the "
+                "timed solves (model loading, first PC set-up); 'time' = the mean timed KSP solve, "
+                "its own set-up included (ICC factorisation, GAMG hierarchy: per matrix); CPU only, "
+                "torch on the cores PETSc leaves (OMP_NUM_THREADS).")
 
 
 if __name__ == "__main__":

@@ -319,6 +319,57 @@ def test_train_cli_trains_resumes_and_the_model_plugs_in(tmp_path):
     assert p.returncode == 2
 
 
+@pytest.mark.serial
+def test_vcycle_net_is_scale_equivariant_and_sees_the_whole_grid_at_every_size():
+    """VCycleNet: f(a r) = a f(r) (no biases), levels grow with the grid with the same weights,
+    a point's output depends on the far corner at 128^2 (the one-level DCDMNet's does not), and
+    the output is zero where the mask is."""
+    from hybridsolve.learned.models import VCycleNet, count_parameters
+
+    torch.manual_seed(0)
+    net = VCycleNet(2, 8, 1).double()
+    assert [net.levels((n, n)) for n in (16, 64, 128, 256)] == [3, 5, 6, 7]
+    assert all(p.dim() != 1 for p in net.parameters())          # no bias vectors anywhere
+    n_params = count_parameters(net)
+    r = torch.randn(2, 1, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        out = net(r)
+        assert torch.allclose(net(3.5 * r), 3.5 * out, rtol=1e-10, atol=1e-12)
+        bumped = r.clone()
+        bumped[:, :, 0, 0] += 1.0
+        assert (net(bumped) - out)[:, :, -1, -1].abs().max() > 0      # the far corner
+        old = DCDMNet(2, 8, 1, 1, 1).double()
+        base = old(r)
+        assert (old(bumped) - base)[:, :, -1, -1].abs().max() == 0    # fixed window
+        mask = torch.ones(1, 1, 128, 128, dtype=torch.float64)
+        mask[..., 40:60, 30:90] = 0
+        assert net(r, mask)[..., 40:60, 30:90].abs().max() == 0
+        assert net(torch.randn(1, 1, 37, 50, dtype=torch.float64)).shape == (1, 1, 37, 50)
+    assert count_parameters(net) == n_params
+
+
+@pytest.mark.serial
+def test_train_vcycle_on_the_fly_warm_start_and_refusals(tmp_path):
+    from conftest import run_cli
+    from hybridsolve.learned.models import load_model, model_info
+
+    out = tmp_path / "v.safetensors"
+    base = ["train", "dcdm", "--arch", "vcycle", "--rhs", "smooth", "--channels", "4",
+            "--smooth", "1", "--matrices", "2", "--samples", "32", "--epochs", "1", "--batch", "8",
+            "--threads", "1", "--quiet"]
+    p = run_cli([*base, "--n", "16", "--out", str(out)])
+    assert p.returncode == 0, p.stderr
+    info = model_info(out)
+    assert info["config"]["kind"] == "VCycleNet" and info["train"]["rhs"] == "smooth"
+    big = tmp_path / "v32.safetensors"        # curriculum: the 16^2 model goes on at 32^2
+    p = run_cli([*base, "--n", "32", "--init", str(out), "--out", str(big)])
+    assert p.returncode == 0, p.stderr
+    assert load_model(big).levels((32, 32)) == 4
+    p = run_cli(["train", "dcdm", "--n", "16", "--init", str(out), "--out", str(tmp_path / "x.safetensors"),
+                 "--quiet"])                  # a DCDMNet cannot start from a VCycleNet's weights
+    assert p.returncode == 2 and "does not match" in p.stderr, p.stderr
+
+
 class CoarseModel(torch.nn.Module):
     """A descent direction that only ever sees the coarsest scales: DCDM stalls on the rest."""
     dim = 2

@@ -141,6 +141,17 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    tr.add_argument("--arch", default="dcdm", choices=["dcdm", "vcycle"],
+                    help="dcdm: the paper's net (one coarse level); vcycle: a bias-free V-cycle "
+                         "U-Net whose levels grow with the grid (default dcdm)")
+    tr.add_argument("--channels", type=int, default=16, help="feature channels (default 16)")
+    tr.add_argument("--smooth", type=int, default=2, help="vcycle: conv layers per smoothing "
+                                                          "block (default 2)")
+    tr.add_argument("--rhs", default="ritz", choices=["ritz", "smooth"],
+                    help="ritz: stored Lanczos Ritz-vector data (the paper); smooth: random "
+                         "fields after random numbers of Jacobi sweeps, drawn on the fly")
+    tr.add_argument("--init", default="", help="start from this model file (same architecture): "
+                                                "warm start, curriculum across grid sizes")
     tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes")
 
     mv = add("move", "move a mesh by a monitor function (Monge-Ampere r-adaptation) and write it "

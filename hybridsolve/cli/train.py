@@ -16,7 +16,8 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
     cfg = TrainConfig(n=args.n, dim=args.dim, obstacles=args.obstacles, matrices=args.matrices,
                       lanczos=args.lanczos, samples=args.samples, epochs=args.epochs,
                       batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
-                      out=args.out)
+                      out=args.out, arch=args.arch, channels=args.channels, smooth=args.smooth,
+                      rhs=args.rhs, init=args.init)
     summary = train_dcdm(cfg, progress=not args.quiet, log=lambda m: print0(m, comm=comm))
     loss = summary["loss_history"]
     print0(f"train dcdm: {summary['samples']} right-hand sides, {cfg.epochs} epochs, loss "

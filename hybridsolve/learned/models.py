@@ -26,7 +26,7 @@ from torch import nn
 
 from hybridsolve.errors import InputError
 
-__all__ = ["DCDMNet", "save_model", "load_model", "load_weights", "SHIPPED", "shipped_model_path"]
+__all__ = ["DCDMNet", "VCycleNet", "save_model", "load_model", "load_weights", "SHIPPED", "shipped_model_path"]
 
 #: models shipped inside the package (``-pc_torch_model dcdm2d``)
 SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors"}
@@ -83,7 +83,98 @@ class DCDMNet(nn.Module):
         return self.last(h)
 
 
-_KINDS = {"DCDMNet": DCDMNet}
+class VCycleNet(nn.Module):
+    """A multigrid-shaped U-Net for DCDM whose view grows with the grid (issue: DCDM that scales).
+
+    ``levels = floor(log2(min(grid) / coarsest))`` 2x coarsenings (average pooling), chosen from
+    the input's size at every call, down to a coarsest level of 2 to 3 points per side (the
+    default) where the bottom block's convolutions span it: each output point sees the whole
+    grid at every size (a coarsest level of 8 points, as first tried, does not: its 3x3
+    convolutions reach only a few coarse points). The
+    smoothing blocks are the same on every level (weights shared across levels, like one
+    multigrid smoother), so the parameter count is fixed and one model serves every size.
+
+    Scale-equivariant: no biases anywhere and ReLU (positively homogeneous), so
+    ``f(a r) = a f(r)`` for ``a > 0``: the input-driven share of the output is 100% at any grid
+    size, where a network with biases lets them swamp an input that shrinks like 1/N.
+
+    With ``mask`` (1 on coupled unknowns, 0 on decoupled ones: solid cells, Dirichlet rows;
+    TorchPC passes it), every feature map is multiplied by the mask of its level (a coarse cell
+    is kept where any of its fine cells is), which tells the network the geometry without
+    breaking the scale equivariance.
+
+    Args:
+        dim: 2 or 3.
+        channels: feature channels.
+        smooth: residual conv layers per smoothing block (pre, post and twice that on the
+            coarsest level).
+        coarsest: the coarsest level has at least this many points per side (default 2).
+    """
+
+    uses_mask = True
+
+    def __init__(self, dim: int = 2, channels: int = 16, smooth: int = 2, coarsest: int = 2) -> None:
+        super().__init__()
+        if dim not in (2, 3):
+            raise InputError(f"VCycleNet: dim must be 2 or 3, got {dim}")
+        if channels < 1 or smooth < 1 or coarsest < 2:
+            raise InputError(f"VCycleNet: need channels >= 1, smooth >= 1, coarsest >= 2")
+        self.config = {"kind": "VCycleNet", "dim": dim, "channels": channels, "smooth": smooth,
+                       "coarsest": coarsest}
+        self.dim, self.coarsest = dim, coarsest
+        Conv = nn.Conv2d if dim == 2 else nn.Conv3d
+        c = channels
+
+        def block(k):
+            return nn.ModuleList(Conv(c, c, 3, padding=1, bias=False) for _ in range(k))
+
+        self.first = Conv(1, c, 3, padding=1, bias=False)
+        self.pre, self.post, self.bottom = block(smooth), block(smooth), block(2 * smooth)
+        self.merge = Conv(2 * c, c, 1, bias=False)   # upsampled coarse features + the skip
+        self.last = Conv(c, 1, 1, bias=False)
+
+    def levels(self, shape) -> int:
+        side = min(int(s) for s in shape)
+        return max(0, int(np.floor(np.log2(max(side, 1) / self.coarsest))))
+
+    @staticmethod
+    def _blocks(h, layers, m):
+        for conv in layers:
+            h = h + F.relu(conv(h))
+            if m is not None:
+                h = h * m
+        return h
+
+    def forward(self, r: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``r``: (batch, 1, *grid), ``mask`` None or broadcastable to it -> same shape as r."""
+        if r.dim() != self.dim + 2:
+            raise InputError(f"VCycleNet({self.dim}-D) expects (batch, 1, *grid), got {tuple(r.shape)}")
+        pool = F.avg_pool2d if self.dim == 2 else F.avg_pool3d
+        maxpool = F.max_pool2d if self.dim == 2 else F.max_pool3d
+        mode = "bilinear" if self.dim == 2 else "trilinear"
+        m = None if mask is None else mask.to(r.dtype).expand(r.shape[0], 1, *r.shape[2:])
+        h = self.first(r)
+        if m is not None:
+            h = h * m
+        skips, masks = [], []
+        for _ in range(self.levels(r.shape[2:])):
+            h = self._blocks(h, self.pre, m)
+            skips.append(h)
+            masks.append(m)
+            h = pool(h, 2, ceil_mode=True)
+            m = None if m is None else maxpool(m, 2, ceil_mode=True)
+        h = self._blocks(h, self.bottom, m)
+        for skip, m in zip(reversed(skips), reversed(masks)):
+            up = F.interpolate(h, size=skip.shape[2:], mode=mode, align_corners=False)
+            h = self.merge(torch.cat([up, skip], dim=1))
+            if m is not None:
+                h = h * m
+            h = self._blocks(h, self.post, m)
+        out = self.last(h)
+        return out if m is None else out * m
+
+
+_KINDS = {"DCDMNet": DCDMNet, "VCycleNet": VCycleNet}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:

@@ -247,6 +247,11 @@ class TorchPC(PythonPC):
             self._fallback = fb
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
         self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
+        self._mask_grid = None
+        if self._mask is not None and getattr(self.model, "uses_mask", False):
+            # the geometry for a model that takes it (VCycleNet): the mask laid out like the
+            # residual fields the model sees (this rank's slab, or the whole grid on rank 0)
+            self._mask_grid = self._fields(self._mask.reshape(-1, 1), r0, r1)
 
     def _check_layout(self, A: PETSc.Mat) -> None:
         """The network sees the unknowns as the grid ``self.shape`` (through the permutation, if
@@ -339,10 +344,37 @@ class TorchPC(PythonPC):
         t0 = time.perf_counter()
         with torch.no_grad():
             inp = torch.from_numpy(fields).to(device=self.device, dtype=self._dtype).unsqueeze(1)
-            out = self.model(inp)[:, 0]
+            if self._mask_grid is not None:
+                mask = torch.from_numpy(self._mask_grid).to(device=self.device, dtype=self._dtype)
+                out = self.model(inp, mask.unsqueeze(1))[:, 0]
+            else:
+                out = self.model(inp)[:, 0]
             out = out.to(device="cpu", dtype=torch.float64).numpy()
         self.stats["model_time"] += time.perf_counter() - t0
         return out
+
+    def _fields(self, R: np.ndarray, r0: int, r1: int) -> np.ndarray | None:
+        """This rank's columns of R (n_local, k) as the grid fields the model sees: in local
+        mode the slab of whole planes holding this rank's rows (zero elsewhere), in gathered
+        mode the whole grid on rank 0 (None on the others)."""
+        k = R.shape[1]
+        if self.mode == "local":
+            inner = int(np.prod(self.shape[1:]))
+            p0, p1 = r0 // inner, -(-r1 // inner)
+            slab = np.zeros((k, (p1 - p0) * inner))
+            slab[:, r0 - p0 * inner:r1 - p0 * inner] = R.T
+            return slab.reshape(k, p1 - p0, *self.shape[1:])
+        comm = self._comm
+        n = int(np.prod(self.shape))
+        full = np.empty((k, n)) if comm.rank == 0 else None
+        for j in range(k):
+            comm.Gatherv(np.ascontiguousarray(R[:, j]),
+                         (full[j], (self._counts, self._displs)) if comm.rank == 0 else None,
+                         root=0)
+        if comm.rank != 0:
+            return None
+        grid = full if self.permutation is None else full[:, self.permutation]
+        return np.ascontiguousarray(grid.reshape(k, *self.shape))
 
     def _directions(self, R: np.ndarray) -> np.ndarray:
         """R: (n_local, k) residuals (this rank's rows) -> model directions, same shape."""
@@ -350,25 +382,17 @@ class TorchPC(PythonPC):
         r0, r1 = self._rows
         nrm = np.sqrt(self._comm.allreduce(np.einsum("ij,ij->j", R, R), op=MPI.SUM))
         scale = np.where(nrm > 0, nrm, 1.0)
-        Rn = R / scale
+        fields = self._fields(R / scale, r0, r1)
         if self.mode == "local":
             inner = int(np.prod(self.shape[1:]))
-            p0, p1 = r0 // inner, -(-r1 // inner)
-            slab = np.zeros((k, (p1 - p0) * inner))
-            slab[:, r0 - p0 * inner:r1 - p0 * inner] = Rn.T
-            out = self._model_apply(slab.reshape(k, p1 - p0, *self.shape[1:])).reshape(k, -1)
+            p0 = r0 // inner
+            out = self._model_apply(fields).reshape(k, -1)
             Z = out[:, r0 - p0 * inner:r1 - p0 * inner].T
         else:
             comm = self._comm
             n = int(np.prod(self.shape))
-            full = np.empty((k, n)) if comm.rank == 0 else None
-            for j in range(k):
-                comm.Gatherv(np.ascontiguousarray(Rn[:, j]),
-                             (full[j], (self._counts, self._displs)) if comm.rank == 0 else None,
-                             root=0)
             if comm.rank == 0:
-                grid = full if self.permutation is None else full[:, self.permutation]
-                out = self._model_apply(grid.reshape(k, *self.shape)).reshape(k, n)
+                out = self._model_apply(fields).reshape(k, n)
                 if self.permutation is not None:
                     back = np.empty_like(out)
                     back[:, self.permutation] = out

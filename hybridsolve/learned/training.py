@@ -1,10 +1,19 @@
-"""Training DCDM's network label-free on Ritz-vector right-hand sides (Kaneda et al., ICML 2023).
+"""Training DCDM's network label-free (Kaneda et al., ICML 2023).
 
-Data: for each training matrix A (structured-grid Poisson with obstacles), Lanczos with full
-re-orthogonalisation gives Ritz pairs; right-hand sides are random combinations of the Ritz
-vectors with the coefficients of the lower part of the spectrum multiplied by 9 (the paper's bias
-towards smooth, hard-to-reduce residuals), normalised. Loss: with ``q = f(r)`` and the exact line
-search ``alpha = q.r / q.Aq``, ``mean ||r - alpha A q||^2``: scale invariant, no labels. Adam.
+Loss: with ``q = f(r)`` and the exact line search ``alpha = q.r / q.Aq``,
+``mean ||r - alpha A q||^2``: scale invariant, no labels. Adam, the learning rate on a cosine
+from ``lr`` to ``lr / 20`` over the epochs. Every batch holds right-hand sides of one matrix (the
+loss needs its A); the batches of all matrices are shuffled together, so every sample is used
+once per epoch.
+
+Right-hand sides (``rhs``):
+
+* ``smooth`` (default, generated on the fly, nothing stored): random fields smoothed by ``k``
+  damped-Jacobi sweeps with the training matrix, ``k`` drawn from 0 to 256 per sample: what
+  is left after ``k`` sweeps are the low eigenmodes, the hard-to-reduce residuals a Krylov
+  method meets (the role the paper gives to its boosted Ritz vectors);
+* ``ritz``: the paper's: Lanczos with full re-orthogonalisation gives Ritz pairs; random
+  combinations of the Ritz vectors with the lower part's coefficients multiplied by 9.
 """
 
 from __future__ import annotations
@@ -102,6 +111,10 @@ class TrainConfig:
     threads: int = 0
     out: str = "dcdm.safetensors"
     extra: dict = field(default_factory=dict)
+    arch: str = "dcdm"        # "dcdm" (DCDMNet, one coarse level) or "vcycle" (VCycleNet)
+    smooth: int = 2           # VCycleNet: conv layers per smoothing block
+    rhs: str = "ritz"         # "ritz" (stored Lanczos data) or "smooth" (on the fly)
+    init: str = ""            # warm start: a model file of the same architecture (curriculum)
 
     def check(self) -> None:
         if self.dim not in (2, 3):
@@ -111,6 +124,10 @@ class TrainConfig:
                 raise InputError(f"train dcdm: {k} must be >= 1, got {getattr(self, k)}")
         if not self.lr > 0:
             raise InputError(f"train dcdm: lr must be > 0, got {self.lr}")
+        if self.arch not in ("dcdm", "vcycle"):
+            raise InputError(f"train dcdm: arch must be dcdm or vcycle, got {self.arch!r}")
+        if self.rhs not in ("ritz", "smooth"):
+            raise InputError(f"train dcdm: rhs must be ritz or smooth, got {self.rhs!r}")
 
 
 def _torch_csr(A: sp.csr_matrix, dtype):
@@ -141,7 +158,10 @@ def dcdm_loss(model, A_t, R, shape, mask=None):
     import torch
 
     k = R.shape[0]
-    Q = model(R.reshape(k, 1, *shape)).reshape(k, -1)
+    if mask is not None and getattr(model, "uses_mask", False):
+        Q = model(R.reshape(k, 1, *shape), mask.reshape(1, 1, *shape)).reshape(k, -1)
+    else:
+        Q = model(R.reshape(k, 1, *shape)).reshape(k, -1)
     if mask is not None:
         Q = Q * mask
     AQ = torch.sparse.mm(A_t, Q.T).T
@@ -158,7 +178,28 @@ def _orient(model, R, shape) -> None:
         Q = model(R.reshape(R.shape[0], 1, *shape)).reshape(R.shape[0], -1)
         if float((Q * R).sum()) < 0:
             model.last.weight.neg_()
-            model.last.bias.neg_()
+            if model.last.bias is not None:
+                model.last.bias.neg_()
+
+
+def smooth_rhs(A_t, dinv, mask, count: int, gen, kmax: int = 256):
+    """``count`` normalised right-hand sides for the torch CSR matrix ``A_t``: random N(0, 1)
+    fields after ``k`` damped-Jacobi sweeps (``omega = 2/3``), ``k`` log-uniform in 0..kmax per
+    sample (``k = 0``: white noise), zero on decoupled rows."""
+    import torch
+
+    n = A_t.shape[0]
+    X = torch.randn(count, n, generator=gen, dtype=dinv.dtype) * mask
+    ks = torch.floor(torch.exp(torch.rand(count, generator=gen) * np.log(kmax + 1))).long() - 1
+    ks = ks.clamp(0, kmax)
+    for step in range(int(ks.max()) + 1):
+        live = ks > step
+        if not bool(live.any()):
+            break
+        AX = torch.sparse.mm(A_t, X.T).T
+        X = torch.where(live[:, None], X - (2.0 / 3.0) * dinv * AX, X)
+    X = X * mask
+    return X / X.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
 def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
@@ -166,30 +207,37 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     summary. A rerun with the same configuration resumes from the last epoch."""
     import torch
 
-    from hybridsolve.learned.models import DCDMNet, load_weights, save_model
+    from hybridsolve.learned.models import DCDMNet, VCycleNet, load_weights, save_model
 
     cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.out)
     state_path = out.with_name(out.name + ".state.pt")
     t0 = time.perf_counter()
     mats = grid_training_matrices(cfg.n, cfg.dim, cfg.obstacles, cfg.matrices, cfg.seed)
     per = -(-cfg.samples // len(mats))
-    data, which = [], []
-    for i, A in enumerate(mats):
-        theta, V = lanczos_ritz(A, cfg.lanczos, rng)
-        data.append(ritz_rhs(V, per, rng))
-        which += [i] * per
-    X = torch.from_numpy(np.concatenate(data)).float()
-    which = np.array(which)
     A_ts = [_torch_csr(A, torch.float32) for A in mats]
     masks = [torch.from_numpy(coupled_mask(A)).float() for A in mats]
+    dinvs = [torch.from_numpy(1.0 / A.diagonal()).float() for A in mats]
+    X = None
+    if cfg.rhs == "ritz":
+        data = []
+        for A in mats:
+            theta, V = lanczos_ritz(A, cfg.lanczos, rng)
+            data.append(ritz_rhs(V, per, rng))
+        X = [torch.from_numpy(d).float() for d in data]   # X[m]: matrix m's right-hand sides
     shape = (cfg.n,) * cfg.dim
     t_data = time.perf_counter() - t0
-    model = DCDMNet(cfg.dim, cfg.channels, cfg.pre, cfg.coarse, cfg.post)
+    if cfg.arch == "vcycle":
+        model = VCycleNet(cfg.dim, cfg.channels, cfg.smooth)
+    else:
+        model = DCDMNet(cfg.dim, cfg.channels, cfg.pre, cfg.coarse, cfg.post)
+    if cfg.init:
+        load_weights(model, cfg.init)   # a mismatch (another architecture) is an InputError
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start, history = 0, []
     cfg_json = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
@@ -200,6 +248,8 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             load_weights(model, out)
             opt.load_state_dict(st["optimizer"])
             start, history = int(st["epoch"]), list(st["history"])
+            if "generator" in st:
+                gen.set_state(st["generator"])
             log(f"train dcdm: resuming after epoch {start}")
         else:
             raise InputError(f"{state_path} belongs to another training configuration: remove "
@@ -210,25 +260,34 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
 
         bar = tqdm(total=cfg.epochs, initial=start, desc="train dcdm", unit="epoch")
     for epoch in range(start, cfg.epochs):
-        perm = rng.permutation(len(X))
+        lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / max(cfg.epochs, 1))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        # one matrix per batch (the loss needs its A), every sample once, batches shuffled
+        batches = [(m, idx) for m in range(len(mats))
+                   for idx in np.array_split(rng.permutation(per), max(1, -(-per // cfg.batch)))]
+        order = rng.permutation(len(batches))
         tot, cnt = 0.0, 0
         model.train()
-        for s in range(0, len(perm), cfg.batch):
-            idx = perm[s:s + cfg.batch]
-            # a batch holds right-hand sides of one matrix (the loss needs its A)
-            m = int(which[idx[0]])
-            idx = idx[which[idx] == m]
-            loss = dcdm_loss(model, A_ts[m], X[idx], shape, masks[m])
+        for b in order:
+            m, idx = batches[b]
+            if X is not None:
+                R = X[m][idx]
+            else:
+                R = smooth_rhs(A_ts[m], dinvs[m], masks[m], len(idx), gen)
+            loss = dcdm_loss(model, A_ts[m], R, shape, masks[m])
             opt.zero_grad()
             loss.backward()
             opt.step()
             tot += loss.item() * len(idx)
             cnt += len(idx)
         history.append(tot / cnt)
-        _orient(model, X[: cfg.batch], shape)
+        probe = X[0][: cfg.batch] if X is not None else smooth_rhs(A_ts[0], dinvs[0], masks[0],
+                                                                     cfg.batch, gen)
+        _orient(model, probe, shape)
         save_model(model, out, train=json.loads(cfg_json), history=history)
         torch.save({"config": cfg_json, "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                    "history": history}, str(state_path) + ".tmp")
+                    "history": history, "generator": gen.get_state()}, str(state_path) + ".tmp")
         Path(str(state_path) + ".tmp").replace(state_path)
         if bar is not None:
             bar.update(1)
@@ -236,4 +295,4 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     if bar is not None:
         bar.close()
     return {"out": str(out), "epochs": cfg.epochs, "loss_history": history,
-            "data_time": t_data, "time": time.perf_counter() - t0, "samples": int(len(X))}
+            "data_time": t_data, "time": time.perf_counter() - t0, "samples": int(per * len(mats))}
