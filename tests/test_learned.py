@@ -391,3 +391,28 @@ def test_dcdm_switches_to_classical_directions_when_the_network_stalls(comm):
                str(stats))
     solver.destroy()
     s.destroy()
+
+
+@pytest.mark.serial
+def test_prepared_gpu_check_runs_its_cpu_part_and_torch_dcdm_matches_petsc(tmp_path):
+    """benchmarks/gpu_check.py on a machine without a GPU: the CPU part runs, the torch-only
+    DCDM (matrix-free stencil) takes PETSc DCDM's iterations, the device part is null."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu.json"
+    p = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_check.py"), "--quick",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    cpu = rep["cpu_check"]
+    assert cpu["stencil_max_rel_error"] < 1e-13
+    for tol in ("tol 0.0001", "tol 1e-06"):
+        row = cpu[tol]
+        assert abs(row["torch_dcdm_iterations"] - row["petsc_dcdm_iterations"]) <= 1, row
+        assert row["torch_dcdm_residual"] <= float(tol.split()[1]), row
+    if not torch.cuda.is_available():
+        assert rep["device"] is None

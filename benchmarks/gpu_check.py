@@ -1,0 +1,158 @@
+"""The prepared GPU check: every GPU measurement in one run, under 5 minutes, JSON out.
+
+    python benchmarks/gpu_check.py [--out results/gpu_check.json] [--quick]
+
+1. **CPU check** (always, any machine): the torch stencil equals the assembled grid matrix, and
+   the torch-only DCDM (:mod:`hybridsolve.learned.torch_dcdm`) takes the same iterations as the
+   PETSc DCDM with the same network on a 3-D obstacle grid (32^3; 16^3 with ``--quick``).
+2. **Device** (when torch sees a CUDA device): forward-pass times of the shipped 3-D network
+   and of a 3-D VCycleNet at 64^3 and 128^3 in fp32, TF32 and bf16; full torch-DCDM solves to
+   1e-4 and 1e-6 at 64^3 and 128^3 (shipped dcdm3d); and, on this machine's CPU, PETSc CG+GAMG
+   and ICC-PCG on the same systems, the baselines a GPU DCDM has to beat.
+
+Without a GPU it writes the CPU part and ``"device": null``. The JSON names the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine  # noqa: E402
+
+
+def _system(n, dim=3, seed=101, obstacles=3):
+    from hybridsolve.problems import get_family
+    from hybridsolve.stack import MPI
+
+    fam = get_family("grid", n, count=2, seed=seed, dim=dim, obstacles=obstacles)
+    return fam.system(1, MPI.COMM_SELF)
+
+
+def _torch_problem(system, device, dtype):
+    import torch
+
+    from hybridsolve.learned.torch_dcdm import StencilTorch
+    from hybridsolve.problems.grid import face_coefficients
+
+    mask = system.params[1].astype(bool)
+    op = StencilTorch(face_coefficients(mask.shape, mask=mask), mask, device=device, dtype=dtype)
+    b = torch.as_tensor(system.gather(system.b).reshape(mask.shape), device=device, dtype=dtype)
+    return op, b
+
+
+def cpu_check(n: int, model_name: str = "dcdm3d") -> dict:
+    import torch
+
+    from hybridsolve.learned.models import load_model
+    from hybridsolve.learned.torch_dcdm import torch_dcdm
+    from hybridsolve.solvers.petsc import KrylovSolver
+    from hybridsolve.stack import MPI
+
+    s = _system(n)
+    A, b = s.to_scipy()
+    op, bt = _torch_problem(s, "cpu", torch.float64)
+    u = np.random.default_rng(0).standard_normal(A.shape[0])
+    y = op(torch.from_numpy(u.reshape(op.shape))).numpy().ravel()
+    stencil_err = float(np.abs(y - A @ u).max() / np.abs(A @ u).max())
+    model = load_model(model_name)
+    out = {"n": n, "stencil_max_rel_error": stencil_err}
+    for tol in (1e-4, 1e-6):
+        t = torch_dcdm(op, bt, model, rtol=tol, max_it=2000)
+        sv = KrylovSolver(MPI.COMM_SELF, options={
+            "ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
+            "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
+            "pc_torch_model": model_name, "pc_torch_mode": "gathered"}, rtol=tol, max_it=2000)
+        r = sv.solve(s.A, s.b)
+        sv.destroy()
+        out[f"tol {tol:g}"] = {"torch_dcdm_iterations": t["iterations"],
+                               "torch_dcdm_residual": t["relative_residual"],
+                               "petsc_dcdm_iterations": r.iterations,
+                               "petsc_dcdm_residual": r.true_residual,
+                               "petsc_classical_iterations": r.info["dcdm"]["classical_iterations"]}
+    s.destroy()
+    return out
+
+
+def device_part(quick: bool) -> dict | None:
+    import torch
+
+    from hybridsolve.learned.models import VCycleNet, load_model
+    from hybridsolve.learned.torch_dcdm import torch_dcdm
+    from hybridsolve.solvers.petsc import KrylovSolver
+    from hybridsolve.stack import MPI
+
+    if not torch.cuda.is_available():
+        return None
+    dev = "cuda"
+    res: dict = {"name": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    sizes = (32, 64) if quick else (64, 128)
+    nets = {"dcdm3d": load_model("dcdm3d"), "vcycle3d (untrained, timing only)": VCycleNet(3, 16, 2)}
+    fwd = {}
+    for label, net in nets.items():
+        for n in sizes:
+            for prec in ("fp32", "tf32", "bf16"):
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
+                dtype = torch.bfloat16 if prec == "bf16" else torch.float32
+                m = net.to(dev, dtype).eval()
+                x = torch.randn(1, 1, n, n, n, device=dev, dtype=dtype)
+                with torch.no_grad():
+                    for _ in range(3):
+                        m(x)
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    reps = 10
+                    for _ in range(reps):
+                        m(x)
+                    torch.cuda.synchronize()
+                fwd[f"{label} {n}^3 {prec}"] = (time.perf_counter() - t0) / reps
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    res["forward_s"] = fwd
+    model = load_model("dcdm3d").to(dev, torch.float32).eval()
+    solves = {}
+    for n in sizes:
+        s = _system(n)
+        op, b = _torch_problem(s, dev, torch.float64)
+        for tol in (1e-4, 1e-6):
+            t = torch_dcdm(op, b, model, rtol=tol, max_it=3000)
+            row = {"gpu_dcdm_iterations": t["iterations"], "gpu_dcdm_s": t["time"],
+                   "gpu_dcdm_residual": t["relative_residual"], "reason": t["reason"]}
+            for name, opts in (("cpu_cg_gamg", {"ksp_type": "cg", "pc_type": "gamg"}),
+                               ("cpu_icc_pcg", {"ksp_type": "cg", "pc_type": "icc"})):
+                sv = KrylovSolver(MPI.COMM_SELF, options={**opts, "ksp_norm_type": "unpreconditioned"},
+                                  rtol=tol, max_it=5000)
+                r = sv.solve(s.A, s.b)
+                row[f"{name}_iterations"], row[f"{name}_s"] = r.iterations, r.time
+                sv.destroy()
+            solves[f"{n}^3 tol {tol:g}"] = row
+            print(n, tol, row, flush=True)
+        s.destroy()
+    res["solves"] = solves
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=RESULTS / "gpu_check.json")
+    p.add_argument("--quick", action="store_true", help="small sizes (a test of the script)")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "cpu_check": cpu_check(16 if args.quick else 32)}
+    print("cpu check:", report["cpu_check"], flush=True)
+    report["device"] = device_part(args.quick)
+    report["wall_s"] = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out} in {report['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
