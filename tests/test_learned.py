@@ -335,6 +335,7 @@ def test_vcycle_net_is_scale_equivariant_and_sees_the_whole_grid_at_every_size()
     with torch.no_grad():
         out = net(r)
         assert torch.allclose(net(3.5 * r), 3.5 * out, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(net(-2.0 * r), -2.0 * out, rtol=1e-10, atol=1e-12)   # odd
         bumped = r.clone()
         bumped[:, :, 0, 0] += 1.0
         assert (net(bumped) - out)[:, :, -1, -1].abs().max() > 0      # the far corner

@@ -94,14 +94,17 @@ class VCycleNet(nn.Module):
     smoothing blocks are the same on every level (weights shared across levels, like one
     multigrid smoother), so the parameter count is fixed and one model serves every size.
 
-    Scale-equivariant: no biases anywhere and ReLU (positively homogeneous), so
-    ``f(a r) = a f(r)`` for ``a > 0``: the input-driven share of the output is 100% at any grid
-    size, where a network with biases lets them swamp an input that shrinks like 1/N.
+    Scale-equivariant: no biases anywhere, ReLU (positively homogeneous) and odd by construction,
+    so ``f(a r) = a f(r)`` for every real ``a``: the input-driven share of the output is 100% at
+    any grid size, where a network with biases lets them swamp an input that shrinks like 1/N.
 
     With ``mask`` (1 on coupled unknowns, 0 on decoupled ones: solid cells, Dirichlet rows;
     TorchPC passes it), every feature map is multiplied by the mask of its level (a coarse cell
     is kept where any of its fine cells is), which tells the network the geometry without
-    breaking the scale equivariance.
+    breaking the scale equivariance. A learned gain on the coarse correction, the same on every
+    level (so 4^L on the coarsest: see ``log_gain``), lets the shared weights scale smooth
+    components as the inverse operator does; without it the trained network captured 1.5% of the
+    error energy of smooth residuals (against 63% for DCDMNet).
 
     Args:
         dim: 2 or 3.
@@ -132,6 +135,12 @@ class VCycleNet(nn.Module):
         self.pre, self.post, self.bottom = block(smooth), block(smooth), block(2 * smooth)
         self.merge = Conv(2 * c, c, 1, bias=False)   # upsampled coarse features + the skip
         self.last = Conv(c, 1, 1, bias=False)
+        # the coarse correction's gain per level: a grid twice as coarse has an operator about
+        # 4x smaller (second order: 1/h^2), so its inverse is 4x larger; with weights shared
+        # across levels only a gain applied once per level (compounding to 4^L on the coarsest)
+        # lets the network scale smooth components as A^-1 does. Learned from 1 (starting at 4
+        # the coarse path swamped the rest: the training loss stayed at 1.0)
+        self.log_gain = nn.Parameter(torch.tensor(0.0))
 
     def levels(self, shape) -> int:
         side = min(int(s) for s in shape)
@@ -146,9 +155,18 @@ class VCycleNet(nn.Module):
         return h
 
     def forward(self, r: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``r``: (batch, 1, *grid), ``mask`` None or broadcastable to it -> same shape as r."""
+        """``r``: (batch, 1, *grid), ``mask`` None or broadcastable to it -> same shape as r.
+        Odd by construction, ``(g(r) - g(-r)) / 2`` (one batched call): with the positive
+        homogeneity, ``f(a r) = a f(r)`` for every real ``a``, as for the linear map it stands in
+        for (``A^-1``); the plain ReLU net, not odd, captured 0 to 15% of the error energy of
+        smooth residuals where the odd one reaches 4 to 45% after the same 500 steps."""
         if r.dim() != self.dim + 2:
             raise InputError(f"VCycleNet({self.dim}-D) expects (batch, 1, *grid), got {tuple(r.shape)}")
+        k = r.shape[0]
+        out = self._half(torch.cat([r, -r]), mask)
+        return 0.5 * (out[:k] - out[k:])
+
+    def _half(self, r: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         pool = F.avg_pool2d if self.dim == 2 else F.avg_pool3d
         maxpool = F.max_pool2d if self.dim == 2 else F.max_pool3d
         mode = "bilinear" if self.dim == 2 else "trilinear"
@@ -165,7 +183,8 @@ class VCycleNet(nn.Module):
             m = None if m is None else maxpool(m, 2, ceil_mode=True)
         h = self._blocks(h, self.bottom, m)
         for skip, m in zip(reversed(skips), reversed(masks)):
-            up = F.interpolate(h, size=skip.shape[2:], mode=mode, align_corners=False)
+            up = self.log_gain.exp() * F.interpolate(h, size=skip.shape[2:], mode=mode,
+                                                     align_corners=False)
             h = self.merge(torch.cat([up, skip], dim=1))
             if m is not None:
                 h = h * m
