@@ -197,6 +197,9 @@ a = ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx
 L = f * (1 + x[0]) * v * ufl.dx
 facets = dolfinx.mesh.locate_entities_boundary(msh, 1, lambda p: np.full(p.shape[1], True))
 bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, 1, facets), V)
+if opts.pop("grid_layout", False):   # a grid network: the one helper call it needs
+    from hybridsolve.learned import save_grid_layout
+    opts.update(save_grid_layout(V, "layout.npy"))
 problem = dolfinx.fem.petsc.LinearProblem(a, L, bcs=[bc], petsc_options_prefix="user_",
                                           petsc_options=opts)
 out = []
@@ -226,7 +229,7 @@ _EMBED = {
                  "pc_python_type": "hybridsolve.solvers.twolevel.TwoLevelPC"},
     "torchpc": {"ksp_type": "fcg", "ksp_fcg_mmax": 2, "pc_type": "python",
                 "pc_python_type": "hybridsolve.learned.petsc.TorchPC", "pc_torch_model": "dcdm2d",
-                "pc_torch_mode": "gathered"},
+                "grid_layout": True},   # save_grid_layout(V): permutation, shape, gathered mode
 }
 
 
