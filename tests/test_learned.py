@@ -149,7 +149,7 @@ def test_dcdm_and_fcg_with_the_same_network_give_the_same_iterates(comm):
 
 
 def test_shipped_model_beats_cg_on_an_unseen_system(comm):
-    """The shipped dcdm2d model (trained at 32^2) on a 64^2 system with obstacles it never saw:
+    """The shipped dcdm2d model (trained at 64^2) on a 64^2 system with obstacles it never saw:
     DCDM needs fewer iterations than plain CG (a measured margin, fixed seed)."""
     s = _grid(comm, n=64, seed=21, obstacles=3)
     a, rd, _ = _solve(comm, s, {**TORCHPC, **DCDM, "pc_torch_mode": "gathered"})
@@ -199,12 +199,18 @@ def test_wrong_or_corrupt_weights_fail_clearly(tmp_path):
         load_model(evil)
 
 
-def test_shipped_model_is_small_and_loads():
-    p = shipped_model_path("dcdm2d")
+@pytest.mark.parametrize("name", ["dcdm2d", "dcdm3d", "vcycle2d"])
+def test_shipped_model_is_small_and_loads(name):
+    from hybridsolve.learned.models import model_info
+
+    p = shipped_model_path(name)
     assert p.exists() and p.stat().st_size < 1_000_000
-    m = load_model("dcdm2d")
-    out = m(torch.randn(2, 1, 33, 40))  # any size, odd or even
-    assert out.shape == (2, 1, 33, 40) and torch.isfinite(out).all()
+    m = load_model(name)
+    shape = (33, 40) if m.dim == 2 else (9, 12, 10)      # any size, odd or even
+    with torch.no_grad():
+        out = m(torch.randn(2, 1, *shape))
+    assert out.shape == (2, 1, *shape) and torch.isfinite(out).all()
+    assert "train" in model_info(name)                 # how it was trained travels with it
 
 
 def test_dolfinx_linear_problem_uses_the_learned_preconditioner_by_options(comm, tmp_path):

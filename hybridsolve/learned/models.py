@@ -29,7 +29,10 @@ from hybridsolve.errors import InputError
 __all__ = ["DCDMNet", "VCycleNet", "save_model", "load_model", "load_weights", "SHIPPED", "shipped_model_path"]
 
 #: models shipped inside the package (``-pc_torch_model dcdm2d``)
-SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors"}
+SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors",
+           # experimental: the V-cycle U-Net trained at 64^2 (8 min on this CPU); it does not
+           # beat dcdm2d yet (results/dcdm.md), shipped to measure it and to train on from
+           "vcycle2d": "vcycle2d.safetensors"}
 
 
 def shipped_model_path(name: str) -> Path:
