@@ -243,7 +243,11 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     cfg_json = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
                           sort_keys=True)
     if state_path.exists() and out.exists():
-        st = torch.load(str(state_path), map_location="cpu", weights_only=True)
+        try:
+            st = torch.load(str(state_path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise InputError(f"{state_path} is not a training state this version can read ({e}); "
+                             "remove it (and the model file) or choose another --out") from e
         if st.get("config") == cfg_json:
             load_weights(model, out)
             opt.load_state_dict(st["optimizer"])
@@ -260,7 +264,8 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
 
         bar = tqdm(total=cfg.epochs, initial=start, desc="train dcdm", unit="epoch")
     for epoch in range(start, cfg.epochs):
-        lr = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / max(cfg.epochs, 1))))
+        # a Python float: the optimizer state goes into a weights_only checkpoint
+        lr = float(cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / max(cfg.epochs, 1)))))
         for g in opt.param_groups:
             g["lr"] = lr
         # one matrix per batch (the loss needs its A), every sample once, batches shuffled
@@ -281,7 +286,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
             opt.step()
             tot += loss.item() * len(idx)
             cnt += len(idx)
-        history.append(tot / cnt)
+        history.append(float(tot / cnt))
         probe = X[0][: cfg.batch] if X is not None else smooth_rhs(A_ts[0], dinvs[0], masks[0],
                                                                      cfg.batch, gen)
         _orient(model, probe, shape)
