@@ -43,6 +43,18 @@ def methods(models: list[str]) -> dict[str, dict]:
             "ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
             "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
             "pc_torch_model": model, "pc_torch_mode": "gathered"}
+        # the same network in PETSc's flexible CG keeping 30 directions (DCDM keeps 2)
+        out[f"FCG(30) + {Path(model).stem}"] = {
+            "ksp_type": "fcg", "ksp_fcg_mmax": 30, **UNPREC,
+            "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
+            "pc_torch_model": model, "pc_torch_mode": "gathered"}
+        # the network as the coarse correction of a two-level cycle with one SSOR sweep before
+        # and after it, in PETSc's flexible CG (30 directions kept)
+        out[f"FCG + {Path(model).stem} + SSOR cycle"] = {
+            "ksp_type": "fcg", "ksp_fcg_mmax": 30, **UNPREC,
+            "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
+            "pc_torch_model": model, "pc_torch_mode": "gathered", "pc_torch_smoother": "sor"}
+    out["SSOR-PCG"] = {"ksp_type": "cg", "pc_type": "sor", **UNPREC}
     return out
 
 
@@ -138,7 +150,11 @@ def main(argv=None) -> None:
                 "with a network through TorchPC (gathered mode, float32 network, true residual "
                 "every iteration): dcdm2d/dcdm3d the paper's network (one coarse level, trained "
                 "at 32^2 / 16^3), vcycle2d the V-cycle U-Net (levels grow with the grid, weights "
-                "shared across levels, no biases, trained at 64^2). 'classical its': DCDM "
+                "shared across levels, no biases, trained at 64^2). 'FCG(30) + model': the same TorchPC in PETSc's FCG with 30 "
+                "directions kept (DCDM keeps 2, the paper's window); 'FCG + model + SSOR cycle': PETSc FCG "
+                "(mmax 30) with TorchPC's two-level cycle (-pc_torch_smoother sor: one SSOR sweep, "
+                "the network on the remaining residual with its step by the A-norm line search, "
+                "one SSOR sweep); SSOR-PCG is the smoother alone. 'classical its': DCDM "
                 "iterations after its stall switch (directions from the PC's classical fallback, "
                 "not the network), summed over the layouts; 'fallbacks': network outputs rejected "
                 "(NaN/Inf or |cos(r, z)| <= 1e-4) and replaced by Jacobi; 'sign flips': ascent "

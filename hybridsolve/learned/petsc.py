@@ -17,8 +17,19 @@ By options, in any petsc4py or DOLFINx code::
                                       # hybridsolve.learned.save_grid_layout(V, path) writes it)
     -pc_torch_layout_check true       # refuse an operator whose sparsity is not local on the grid
     -pc_torch_mask auto|none          # zero the output on decoupled rows (solids, Dirichlet rows)
+    -pc_torch_smoother none|sor|...   # a classical smoother around the network (a two-level
+    -pc_torch_smooth_its 1            #   cycle: the network is the coarse correction, below)
 
 or ``-ksp_type python -ksp_python_type hybridsolve.learned.petsc.DCDM`` with the same PC.
+
+With ``-pc_torch_smoother <PC type>`` (e.g. ``sor``: PETSc's SSOR sweep, its options under
+``-pc_torch_smoother_``) one application is a two-level cycle with the network as the coarse
+correction: ``z = S r`` (``smooth_its`` times ``z += S (r - A z)``), then ``t = r - A z``,
+``u = net(t)``, ``z += (u.t / u.A u) u`` (the network's output is scale-free: its step is the
+A-norm line search), then ``smooth_its`` post-smoothing steps. The smoother takes the rough part
+of the residual the network handles worst; the safeguards apply to ``u`` against ``t``. It costs
+``2 smooth_its + 1`` products with A and ``2 smooth_its`` smoother applications besides the
+network.
 An in-memory model is selected by options after ``register_model("mine", module)`` as
 ``-pc_torch_model memory:mine``, or attached to a configured PC with
 ``pc.getPythonContext().set_model(module, shape=...)``.
@@ -117,6 +128,10 @@ class TorchPC(PythonPC):
         self.threads = 1
         self.mask_mode = "auto"
         self.layout_check = True
+        self.smoother_type = "none"
+        self.smooth_its = 1
+        self._smoother: PETSc.PC | None = None
+        self._work: tuple | None = None
         self._mask: np.ndarray | None = None
         self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
                       "fallback_not_descent": 0, "sign_flips": 0, "model_time": 0.0}
@@ -168,6 +183,13 @@ class TorchPC(PythonPC):
         self.layout_check = self.option("layout_check", self.layout_check)
         if self.mask_mode not in ("auto", "none"):
             raise InputError(f"{name}mask: auto or none, got {self.mask_mode!r}")
+        smoother = self.option("smoother", self.smoother_type)
+        if smoother != self.smoother_type:
+            self.smoother_type = smoother
+            self._initialized = False      # build the smoother at the next set-up
+        self.smooth_its = self.option("smooth_its", self.smooth_its)
+        if self.smooth_its < 1:
+            raise InputError(f"{name}smooth_its: >= 1, got {self.smooth_its}")
         shape = self.option("shape", "", str)
         if shape:
             try:
@@ -245,6 +267,23 @@ class TorchPC(PythonPC):
             fb.setFromOptions()
             fb.setUp()
             self._fallback = fb
+        if self._smoother is not None:
+            self._smoother.destroy()
+            self._smoother = None
+        if self.smoother_type != "none":
+            sm = PETSc.PC().create(comm)
+            sm.setOptionsPrefix(self.prefix + "pc_torch_smoother_")
+            try:
+                sm.setType(self.smoother_type)
+            except PETSc.Error:
+                sm.destroy()
+                raise InputError(f"-{self.prefix}pc_torch_smoother: {self.smoother_type!r} is "
+                                 "not a PETSc PC type (e.g. sor, jacobi, icc)") from None
+            sm.setOperators(A, P)
+            sm.setFromOptions()
+            sm.setUp()
+            self._smoother = sm
+            self._work = (A, A.createVecLeft(), A.createVecLeft(), A.createVecLeft())
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
         self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
         self._mask_grid = None
@@ -455,7 +494,8 @@ class TorchPC(PythonPC):
         self._fallback.apply(x, y)
         return True
 
-    def apply_pc(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+    def _network(self, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        """y = the network's direction for x (or the fallback's, counted)."""
         with self.event("model apply"):
             R = x.getArray(readonly=True).reshape(-1, 1)
             Z, bad = self._apply_block(R)
@@ -464,9 +504,47 @@ class TorchPC(PythonPC):
         else:
             y.getArray()[:] = Z[:, 0]
 
+    def _smooth(self, r: PETSc.Vec, z: PETSc.Vec, its: int) -> None:
+        """``its`` times z += S (r - A z)."""
+        A, t, u, _ = self._work
+        for _ in range(its):
+            A.mult(z, t)
+            t.aypx(-1.0, r)
+            self._smoother.apply(t, u)
+            z.axpy(1.0, u)
+
+    def apply_pc(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
+        if self._smoother is None:
+            self._network(x, y)
+            return
+        # the two-level cycle: pre-smoothing, the network as the coarse correction (its step
+        # by the A-norm line search: the network's scale is arbitrary), post-smoothing
+        A, t, u, v = self._work
+        y.set(0.0)
+        self._smoother.apply(x, y)
+        self._smooth(x, y, self.smooth_its - 1)
+        A.mult(y, t)
+        t.aypx(-1.0, x)
+        self._network(t, u)
+        A.mult(u, v)
+        ut, uAu = u.dot(t), u.dot(v)
+        if np.isfinite(ut) and np.isfinite(uAu) and uAu > 0:
+            y.axpy(ut / uAu, u)
+        else:   # a direction A does not see as positive: the cycle goes on without it
+            self.stats["fallback_not_descent"] += 1
+        self._smooth(x, y, self.smooth_its)
+
     def matApply(self, pc: PETSc.PC, X: PETSc.Mat, Y: PETSc.Mat) -> None:
-        """A block of residuals at once (one model call on a batch)."""
+        """A block of residuals at once (one model call on a batch; with a smoother, the
+        cycle column by column)."""
         self.ready(pc)
+        if self._smoother is not None:
+            for j in range(X.getSize()[1]):
+                xj, yj = X.getColumnVector(j), Y.getColumnVector(j)
+                self.apply_pc(pc, xj, yj)
+                X.restoreColumnVector(j, xj)
+                Y.restoreColumnVector(j, yj)
+            return
         with self.event("model apply"):
             R = X.getDenseArray(readonly=True)
             Z, bad = self._guard(lambda: self._apply_block(np.asarray(R)))
@@ -504,13 +582,23 @@ class TorchPC(PythonPC):
                 f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
                 f"for a direction (nearly) orthogonal to the residual (check: {self.check}, "
                 f"|cos| <= {self.descent_tol:g}); "
-                f"{s['sign_flips']} ascent directions flipped")
+                f"{s['sign_flips']} ascent directions flipped"
+                + (f"\n  two-level cycle: smoother {self.smoother_type} x{self.smooth_its} before "
+                   "and after the network (its step by the A-norm line search)"
+                   if self._smoother is not None else ""))
 
     def reset(self, pc: PETSc.PC) -> None:
         super().reset(pc)
         if self._fallback is not None:
             self._fallback.destroy()
             self._fallback = None
+        if self._smoother is not None:
+            self._smoother.destroy()
+            self._smoother = None
+        if self._work is not None:
+            for w in self._work[1:]:
+                w.destroy()
+            self._work = None
 
 
 class DCDM(PythonKSP):
