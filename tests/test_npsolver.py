@@ -1,0 +1,161 @@
+"""NPSolver's physics supervision (issue 15): the batched Jacobi-PCG against PETSc's, the
+stop-gradient loss, the residual baseline, bad input refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dolfinx  # a FEniCSx user imports DOLFINx first
+import dolfinx.fem.petsc
+import ufl
+
+from conftest import assert_all
+from hybridsolve.errors import InputError
+from hybridsolve.la.petsc import gather_canonical, gather_csr_canonical
+from hybridsolve.learned.physics import (SystemBatch, batched_jacobi_pcg, residual_loss,
+                                         supervision_loss)
+from hybridsolve.stack import MPI, PETSc
+
+
+def _poisson(comm, n, seed):
+    """P1 Poisson on the unit square (DOLFINx assembly, Dirichlet x = 0 side, a random
+    piecewise source): the PETSc matrix and right-hand side."""
+    mesh = dolfinx.mesh.create_unit_square(comm, n, n + 3)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    x = ufl.SpatialCoordinate(mesh)
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=4)
+    f = c[0] + c[1] * ufl.sin(3 * x[0]) + c[2] * ufl.cos(5 * x[1]) + c[3] * x[0] * x[1]
+    facets = dolfinx.mesh.locate_entities_boundary(mesh, 1, lambda X: np.isclose(X[0], 0.0))
+    bc = dolfinx.fem.dirichletbc(0.0, dolfinx.fem.locate_dofs_topological(V, 1, facets), V)
+    a = dolfinx.fem.form(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
+    L = dolfinx.fem.form(f * v * ufl.dx)
+    A = dolfinx.fem.petsc.assemble_matrix(a, bcs=[bc])
+    A.assemble()
+    b = dolfinx.fem.petsc.assemble_vector(L)
+    dolfinx.fem.petsc.apply_lifting(b, [a], bcs=[[bc]])
+    b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    dolfinx.fem.petsc.set_bc(b, [bc])
+    _KEEP.append(mesh)   # the PETSc objects live on the mesh's communicator: keep it alive
+    return A, b
+
+
+_KEEP: list = []
+
+
+def _global(A, b):
+    """The system on every rank, in PETSc's global numbering (SciPy CSR, NumPy)."""
+    r0, r1 = A.getOwnershipRange()
+    canon = np.arange(r0, r1)
+    return gather_csr_canonical(A, canon), gather_canonical(b, canon, A.getSize()[0])
+
+
+def test_batched_jacobi_pcg_gives_petscs_iterates_on_two_meshes(comm):
+    """Two DOLFINx systems of different sizes in one batch; K = 7 steps of Jacobi-PCG from a
+    random start equal PETSc's CG+Jacobi iterates (1 and 2 ranks: the PETSc solve is
+    distributed, the batch holds the gathered systems)."""
+    steps = 7
+    systems = [_poisson(comm, 12, 1), _poisson(comm, 17, 2)]
+    mats, rhs, starts, ref = [], [], [], []
+    for k, (A, b) in enumerate(systems):
+        M, bb = _global(A, b)
+        x0 = np.random.default_rng(10 + k).normal(size=M.shape[0])
+        ksp = PETSc.KSP().create(comm)
+        ksp.setOperators(A)
+        ksp.setType("cg")
+        ksp.getPC().setType("jacobi")
+        ksp.setInitialGuessNonzero(True)
+        ksp.setTolerances(rtol=1e-300, atol=0.0, max_it=steps)
+        ksp.setConvergenceTest(lambda ksp, it, rnorm: 0)   # never stop early
+        x = A.createVecRight()
+        r0, r1 = x.getOwnershipRange()
+        x.getArray()[:] = x0[r0:r1]
+        ksp.solve(b, x)
+        assert ksp.getIterationNumber() == steps
+        ref.append(gather_canonical(x, np.arange(r0, r1), M.shape[0]))
+        mats.append(M), rhs.append(bb), starts.append(x0)
+        for o in (ksp, x, A, b):
+            o.destroy()
+    batch = SystemBatch.from_scipy(mats, rhs)
+    out = batched_jacobi_pcg(batch, torch.from_numpy(np.concatenate(starts)), steps)
+    for k, xk in enumerate(batch.split(out)):
+        err = np.linalg.norm(xk.numpy() - ref[k]) / np.linalg.norm(ref[k])
+        assert_all(comm, err < 1e-10, f"sample {k}: relative difference {err:.2e} from PETSc")
+    # and the iterates move: 7 steps from the start are not the start
+    assert_all(comm, np.linalg.norm(out.numpy() - np.concatenate(starts)) > 1e-3)
+
+
+def _small_batch():
+    mats, rhs = [], []
+    for n, seed in ((10, 3), (14, 4)):
+        A, b = _poisson(MPI.COMM_SELF, n, seed)
+        M, bb = _global(A, b)
+        mats.append(M), rhs.append(bb)
+        A.destroy(), b.destroy()
+    return SystemBatch.from_scipy(mats, rhs), mats, rhs
+
+
+@pytest.mark.serial
+def test_supervision_loss_has_a_detached_target():
+    """Tiny model p = w * f: the loss gradient is that of RMSE(c - w f) with c = p_ref held fixed
+    (the stop-gradient), not the gradient through the PCG steps."""
+    batch, _, _ = _small_batch()
+    f = torch.from_numpy(np.random.default_rng(0).normal(size=batch.b.shape[0]))
+    w = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    loss, p_ref = supervision_loss(batch, w * f, steps=5)
+    loss.backward()
+    with torch.no_grad():
+        grad = 0.0
+        for k, (ck, fk) in enumerate(zip(batch.split(p_ref), batch.split(f))):
+            e = ck - 0.3 * fk
+            L = torch.sqrt((e * e).mean())
+            grad += -(e * fk).mean() / L
+        grad /= batch.count
+    assert abs(w.grad.item() - grad.item()) < 1e-10 * max(1.0, abs(grad.item()))
+    # the gradient through the steps (no detach) is another number: the test can tell
+    w2 = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    p = w2 * f
+    full = batched_jacobi_pcg(batch, p, 5)
+    e = full - p
+    torch.stack([torch.sqrt((x * x).mean()) for x in batch.split(e)]).mean().backward()
+    assert abs(w2.grad.item() - grad.item()) > 1e-6 * abs(grad.item())
+
+
+@pytest.mark.serial
+def test_losses_vanish_at_the_solution_and_not_at_zero_or_noise():
+    batch, mats, rhs = _small_batch()
+    import scipy.sparse.linalg as spla
+
+    exact = torch.from_numpy(np.concatenate([spla.spsolve(M.tocsc(), b) for M, b in zip(mats, rhs)]))
+    sol_loss, _ = supervision_loss(batch, exact, steps=40)
+    assert sol_loss.item() < 1e-10 * exact.abs().max().item()
+    assert residual_loss(batch, exact).item() < 1e-10
+    scale = torch.sqrt((exact * exact).mean()).item()
+    for bad in (torch.zeros_like(exact), torch.randn_like(exact) * scale):
+        assert supervision_loss(batch, bad, steps=40)[0].item() > 0.05 * scale
+        assert residual_loss(batch, bad).item() > 0.05
+    # float32 predictions are accepted (the PCG stays float64)
+    l32, ref = supervision_loss(batch, exact.float(), steps=3)
+    assert ref.dtype == torch.float64 and l32.dtype == torch.float32
+
+
+@pytest.mark.serial
+def test_bad_systems_and_predictions_are_refused():
+    batch, mats, rhs = _small_batch()
+    with pytest.raises(InputError, match="do not match"):
+        SystemBatch.from_scipy([mats[0]], [rhs[1]])
+    nan = rhs[0].copy()
+    nan[3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        SystemBatch.from_scipy([mats[0]], [nan])
+    with pytest.raises(InputError, match="not an SPD matrix"):
+        SystemBatch.from_scipy([-mats[0]], [rhs[0]])
+    with pytest.raises(InputError, match="2 matrices and 1"):
+        SystemBatch.from_scipy(mats, rhs[:1])
+    p = torch.zeros(batch.b.shape[0], dtype=torch.float64)
+    p[0] = float("inf")
+    with pytest.raises(InputError, match="NaN/Inf"):
+        supervision_loss(batch, p)
