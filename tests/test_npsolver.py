@@ -159,3 +159,116 @@ def test_bad_systems_and_predictions_are_refused():
     p[0] = float("inf")
     with pytest.raises(InputError, match="NaN/Inf"):
         supervision_loss(batch, p)
+
+
+# -- the cutsquare family and the NPSolver network ------------------------------------------------
+from hybridsolve.problems import get_family  # noqa: E402
+
+
+def test_cutsquare_family_builds_a_mesh_per_system_on_any_rank_count(comm):
+    fam = get_family("cutsquare", 16, count=4, seed=3)
+    sizes = []
+    for i in range(4):
+        s = fam.system(i, comm)
+        m = s.extra["model"]
+        assert_all(comm, s.params.shape == (120,))
+        # random boundary conditions: at least one Dirichlet patch; present patches only
+        flags = s.params[10:20] > 0.5
+        assert_all(comm, flags.any())
+        sizes.append(s.size)
+        x = s.to_scipy()[0]
+        assert_all(comm, abs(x - x.T).max() < 1e-12, "the matrix is symmetric")
+        s.destroy()
+    serial = []
+    for i in range(4):
+        s = fam.system(i, MPI.COMM_SELF)
+        serial.append(s.size)
+        s.destroy()
+    assert_all(comm, sizes == serial and len(set(sizes)) > 1, f"{sizes} vs {serial}")
+
+
+def test_cutsquare_refuses_a_pure_neumann_problem_and_bad_options():
+    fam = get_family("cutsquare", 12, count=1, seed=0)
+    p = fam.params(0).copy()
+    p[10:20] = 0.0
+    with pytest.raises(InputError, match="pure Neumann"):
+        fam.system_from_params(p, MPI.COMM_SELF)
+    with pytest.raises(InputError, match="not one of"):
+        get_family("cutsquare", 12, bc="robin")
+    fixed = get_family("cutsquare", 12, count=3, seed=0, bc="fixed")
+    for i in range(3):
+        q = fixed.params(i)
+        from hybridsolve.problems.cutsquare import _patch_present
+
+        assert np.array_equal(q[10:20] > 0.5, _patch_present(q[:10]))
+
+
+@pytest.mark.serial
+def test_npsolver_sample_system_is_the_dolfinx_assembly():
+    """Geometry + sample_system (SciPy, what training uses) equals the family's DOLFINx
+    assembly of the same parameters, on meshes with Neumann and Dirichlet patches."""
+    from hybridsolve.learned.npsolver import Geometry, sample_system
+
+    fam = get_family("cutsquare", 16, count=3, seed=5)
+    for i in range(3):
+        p = fam.params(i)
+        s = fam.system_from_params(p, MPI.COMM_SELF)
+        A_ref, b_ref = s.A, s.b
+        ip, ix, v = A_ref.getValuesCSR()
+        import scipy.sparse as sp
+
+        Aref = sp.csr_matrix((v, ix, ip), shape=A_ref.getSize())
+        geo = Geometry.from_mesh(s.extra["problem"].mesh, p[:10])
+        A, b, dmask, f = sample_system(geo, p[10:20], p[20:])
+        assert abs(A - Aref).max() < 1e-12 * abs(Aref).max()
+        assert np.abs(b - b_ref.getArray()).max() < 1e-12 * np.abs(b).max()
+        assert 0 < dmask.sum() < len(dmask)
+        # outward normals: they point away from the square's centre on the outer sides
+        out = geo.patch < 4
+        assert (np.einsum("ij,ij->i", geo.normal[out], geo.mid[out] - 0.5) > 0).all()
+        s.destroy()
+
+
+@pytest.mark.serial
+def test_npsolver_net_is_zero_on_dirichlet_vertices_and_permutation_equivariant():
+    from hybridsolve.learned.npsolver import NPSolverNet, geometries, draw_samples
+
+    torch.manual_seed(0)
+    geos = geometries(12, 2, 0, "random")
+    smp = draw_samples(geos, 2, np.random.default_rng(0), "random", labels=False)[0]
+    net = NPSolverNet(width=32, blocks=2, heads=4, slices=8, bslices=4).eval()
+    with torch.no_grad():
+        out = net(smp.pts, smp.btok)
+        d = smp.pts[:, -2] > 0.5
+        assert d.any() and (out[d] == 0).all() and (out[~d] != 0).any()
+        perm = torch.randperm(smp.pts.shape[0])
+        bperm = torch.randperm(smp.btok.shape[0])
+        out2 = net(smp.pts[perm], smp.btok[bperm])
+    assert torch.allclose(out2, out[perm], atol=1e-6)
+    with pytest.raises(InputError, match="features"):
+        net(smp.pts[:, :5], smp.btok)
+
+
+@pytest.mark.serial
+def test_train_npsolver_learns_resumes_and_refuses_another_configuration(tmp_path):
+    """A short label-free run lowers the held-out error well below the zero prediction's (1.0);
+    the same command resumes; another configuration is refused; the model file loads."""
+    from conftest import run_cli
+    from hybridsolve.learned.models import load_model, model_info
+
+    out = tmp_path / "np.safetensors"
+    args = ["train", "npsolver", "--n", "12", "--geometries", "8", "--samples", "128",
+            "--epochs", "6", "--batch", "8", "--width", "32", "--blocks", "2", "--heldout", "8",
+            "--threads", "1", "--out", str(out), "--quiet"]
+    p = run_cli(args)
+    assert p.returncode == 0, p.stderr
+    info = model_info(out)
+    assert len(info["history"]) == 6 and info["train"]["loss"] == "physics"
+    assert info["heldout"]["rel_l2_mean"] < 0.8, info["heldout"]   # measured 0.67
+    assert "held-out relative L2 error" in p.stdout
+    again = run_cli(args)
+    assert again.returncode == 0 and "resuming after epoch 6" in again.stdout + again.stderr
+    other = run_cli([a if a != "physics" else "x" for a in args] + ["--loss", "residual"])
+    assert other.returncode == 2 and "another training configuration" in other.stderr
+    m = load_model(out)
+    assert type(m).__name__ == "NPSolverNet"

@@ -129,8 +129,12 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = add("train", "train a learned component: 'train dcdm' trains DCDM's network label-free "
                       "on Ritz vectors of structured-grid Poisson matrices with obstacles")
-    tr.add_argument("what", choices=["dcdm"], help="what to train")
-    tr.add_argument("--n", type=int, default=32, help="grid points per side (default 32)")
+    tr.add_argument("what", choices=["dcdm", "npsolver"],
+                    help="dcdm: DCDM's network; npsolver: the neural Poisson solver on cutsquare "
+                         "meshes (label-free by PCG steps from its prediction, or a baseline loss)")
+    tr.add_argument("--n", type=int, default=None,
+                    help="dcdm: grid points per side (default 32); npsolver: mesh size 1/n "
+                         "(default 16)")
     tr.add_argument("--dim", type=int, default=2, choices=[2, 3], help="2 or 3 (default 2)")
     tr.add_argument("--obstacles", type=int, default=3, help="solid boxes per matrix (default 3)")
     tr.add_argument("--matrices", type=int, default=4, help="training matrices (default 4)")
@@ -152,6 +156,19 @@ def _parser() -> argparse.ArgumentParser:
                          "fields after random numbers of Jacobi sweeps, drawn on the fly")
     tr.add_argument("--init", default="", help="start from this model file (same architecture): "
                                                 "warm start, curriculum across grid sizes")
+    tr.add_argument("--geometries", type=int, default=32,
+                    help="npsolver: training meshes (cutsquare geometries, default 32)")
+    tr.add_argument("--steps", type=int, default=40,
+                    help="npsolver: Jacobi-PCG steps of the physics target (default 40)")
+    tr.add_argument("--loss", default="physics", choices=["physics", "supervised", "residual"],
+                    help="npsolver: physics (label-free, stop-gradient PCG target), supervised "
+                         "(direct solutions of the same samples) or residual (||b - Ap||/||b||)")
+    tr.add_argument("--bc", default="random", choices=["fixed", "random"],
+                    help="npsolver: all Dirichlet, or Dirichlet/Neumann per boundary patch")
+    tr.add_argument("--width", type=int, default=64, help="npsolver: transformer width (64)")
+    tr.add_argument("--blocks", type=int, default=4, help="npsolver: transformer blocks (4)")
+    tr.add_argument("--heldout", type=int, default=32,
+                    help="npsolver: held-out samples (other geometries) for the error (32)")
     tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes")
 
     mv = add("move", "move a mesh by a monitor function (Monge-Ampere r-adaptation) and write it "

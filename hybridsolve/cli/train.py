@@ -13,7 +13,9 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
 
     if comm.size > 1:
         raise InputError("train runs on one rank (run it without mpiexec)")
-    cfg = TrainConfig(n=args.n, dim=args.dim, obstacles=args.obstacles, matrices=args.matrices,
+    if args.what == "npsolver":
+        return _train_npsolver(args, comm)
+    cfg = TrainConfig(n=32 if args.n is None else args.n, dim=args.dim, obstacles=args.obstacles, matrices=args.matrices,
                       lanczos=args.lanczos, samples=args.samples, epochs=args.epochs,
                       batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
                       out=args.out, arch=args.arch, channels=args.channels, smooth=args.smooth,
@@ -23,4 +25,26 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
     print0(f"train dcdm: {summary['samples']} right-hand sides, {cfg.epochs} epochs, loss "
            f"{loss[0]:.4f} -> {loss[-1]:.4f}, {summary['time']:.1f} s; wrote {summary['out']} "
            f"(use it with -pc_torch_model {summary['out']})", comm=comm)
+    return 0
+
+
+def _train_npsolver(args: argparse.Namespace, comm) -> int:
+    from hybridsolve.learned.npsolver import NPTrainConfig, train_npsolver
+    from hybridsolve.parallel import print0
+
+    cfg = NPTrainConfig(n=16 if args.n is None else args.n, geometries=args.geometries, samples=args.samples,
+                        epochs=args.epochs, batch=args.batch, lr=args.lr, steps=args.steps,
+                        loss=args.loss, bc=args.bc, seed=args.seed, width=args.width,
+                        blocks=args.blocks, heldout=args.heldout, threads=args.threads,
+                        out=args.out)
+    import sys
+
+    summary = train_npsolver(cfg, progress=not args.quiet and sys.stderr.isatty(),
+                             epoch_lines=not args.quiet, log=lambda m: print0(m, comm=comm))
+    loss, ev = summary["loss_history"], summary["heldout"]
+    print0(f"train npsolver ({cfg.loss} loss, bc {cfg.bc}): {summary['samples']} samples on "
+           f"{cfg.geometries} meshes, {cfg.epochs} epochs, loss {loss[0]:.4g} -> {loss[-1]:.4g}, "
+           f"held-out relative L2 error {ev['rel_l2_mean']:.4f} (max {ev['rel_l2_max']:.4f}, "
+           f"{ev['samples']} samples on other geometries), {summary['parameters']} parameters, "
+           f"{summary['time']:.1f} s; wrote {summary['out']}", comm=comm)
     return 0

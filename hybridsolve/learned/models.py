@@ -283,6 +283,10 @@ def load_model(path_or_name: str | os.PathLike, **overrides: Any) -> nn.Module:
             raise InputError(f"model file {path}: corrupt configuration metadata") from None
     config.update(overrides)
     kind = config.pop("kind", "DCDMNet")
+    if kind == "NPSolverNet" and kind not in _KINDS:   # a mesh model: its own module
+        from hybridsolve.learned.npsolver import NPSolverNet
+
+        _KINDS[kind] = NPSolverNet
     if kind not in _KINDS:
         raise InputError(f"model file {path}: unknown model kind {kind!r}")
     try:

@@ -9,11 +9,12 @@ thermal     steady heat in a rectangle with a slot; random boundary data, fixed 
 helmholtz   ``-Laplace(u) - k^2 u = f``; symmetric indefinite, ``k`` varies
 heat        Crank–Nicolson heat stepping with time-varying diffusion; sequential
 grid        structured-grid Poisson, 2-D/3-D, optional solid obstacles
+cutsquare   Poisson on squares with corners/holes cut out, a mesh per system (NPSolver)
 ==========  ==========================================================================
 """
 
 from hybridsolve.problems.base import (FAMILIES, FamilyOption, LinearSystem, ProblemFamily,
                                        get_family, register)
-from hybridsolve.problems import darcy, gridpoisson, poisson  # noqa: F401  (register families)
+from hybridsolve.problems import cutsquare, darcy, gridpoisson, poisson  # noqa: F401  (register families)
 
 __all__ = ["FAMILIES", "FamilyOption", "LinearSystem", "ProblemFamily", "get_family", "register"]

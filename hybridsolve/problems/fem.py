@@ -59,15 +59,18 @@ GMSH_DOMAINS: dict[str, Callable] = {"lshape_hole": _lshape_hole, "slot": _slot,
                                      "lshape": _lshape, "square_hole": _square_hole}
 
 
-def gmsh_domain(comm: MPI.Comm, kind: str, n: int) -> dolfinx.mesh.Mesh:
+def gmsh_domain(comm: MPI.Comm, kind: str | Callable, n: int) -> dolfinx.mesh.Mesh:
     """A triangle mesh of a named 2-D gmsh domain with mesh size ``1 / n``.
 
     Built on rank 0 only (single-threaded, so the same mesh whatever the number of ranks) and
     distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole),
     ``slot`` (a 2 x 1 rectangle with a slot cut from the top edge), ``lshape`` (the unit square
     without its upper right quarter) and ``square_hole`` (the unit square with a 0.3 x 0.3 square
-    hole in the middle).
+    hole in the middle). ``kind`` may also be a callable ``build(gmsh, h)`` that adds the
+    geometry to the current gmsh model (e.g. :mod:`~hybridsolve.problems.cutsquare`).
     """
+    build = kind if callable(kind) else GMSH_DOMAINS[kind]
+    kind = getattr(build, "__name__", "custom") if callable(kind) else kind
     try:
         import gmsh
     except (ImportError, OSError) as err:  # the wheel needs libGLU/libXrender etc. from the OS
@@ -82,7 +85,7 @@ def gmsh_domain(comm: MPI.Comm, kind: str, n: int) -> dolfinx.mesh.Mesh:
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.option.setNumber("General.NumThreads", 1)
         gmsh.model.add(f"hybridsolve_{kind}")
-        GMSH_DOMAINS[kind](gmsh, 1.0 / n)
+        build(gmsh, 1.0 / n)
         gmsh.model.occ.synchronize()
         surfaces = [tag for _, tag in gmsh.model.getEntities(2)]
         gmsh.model.addPhysicalGroup(2, surfaces, 1)

@@ -1,0 +1,417 @@
+"""NPSolver (issue 15): a neural Poisson solver on unstructured DOLFINx meshes, trained label-free
+by Jacobi-PCG steps from its own prediction (:mod:`~hybridsolve.learned.physics`).
+
+* :class:`Geometry`: one mesh of the ``cutsquare`` family as NumPy/SciPy data (P1 stiffness and
+  mass without boundary conditions, vertex coordinates, boundary facets with outward normals and
+  patch numbers), from a DOLFINx assembly on one process;
+* :func:`sample_system`: a sample (Dirichlet flags per patch, Fourier source) on a geometry as
+  ``(A, b)`` exactly as DOLFINx assembles it (identity rows and columns on Dirichlet dofs, u = 0
+  there; tested against the family's own assembly) and the network's inputs;
+* :class:`NPSolverNet`: the boundary-aware slice transformer (Transolver-style physics attention:
+  vertices and boundary facets embedded separately, softly assigned to interior and boundary
+  slices, the slice tokens attend to each other, only the interior slices are mapped back to
+  the vertices); the output is zero on Dirichlet vertices by construction;
+* :func:`train_npsolver`: the training harness for the three losses the paper compares
+  (``physics``: the stop-gradient PCG target; ``supervised``: stored solutions from a direct
+  solve, the same samples; ``residual``: ||b - A p|| / ||b||), with checkpoint and resume, and
+  the relative L2 error on held-out geometries (another seed of the family).
+
+Everything here is serial torch (a training run is one process); the PETSc side is
+:mod:`~hybridsolve.learned.npsolver_petsc`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from hybridsolve.errors import InputError
+from hybridsolve.learned.physics import SystemBatch, residual_loss, supervision_loss
+
+__all__ = ["Geometry", "sample_system", "NPSolverNet", "NPTrainConfig", "train_npsolver",
+           "evaluate", "point_features"]
+
+#: Fourier features of the coordinates: sin/cos(k pi x), sin/cos(k pi y), k = 1..FOURIER
+FOURIER = 3
+POINT_FEATURES = 2 + 4 * FOURIER + 3
+BOUNDARY_FEATURES = 6
+
+
+@dataclass
+class Geometry:
+    """One mesh as arrays (P1 dof numbering): ``coords`` (n, 2); ``K``, ``M`` stiffness and mass
+    (CSR, no boundary conditions); ``facets`` (nb, 2) dofs of each boundary facet; ``mid``,
+    ``normal`` (nb, 2); ``patch`` (nb,) its boundary patch."""
+
+    coords: np.ndarray
+    K: sp.csr_matrix
+    M: sp.csr_matrix
+    facets: np.ndarray
+    mid: np.ndarray
+    normal: np.ndarray
+    patch: np.ndarray
+    params: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return self.coords.shape[0]
+
+    @classmethod
+    def from_mesh(cls, mesh, geom_params: np.ndarray, facets_patch=None) -> "Geometry":
+        """From a serial DOLFINx triangle mesh of the cut square with geometry ``geom_params``."""
+        import dolfinx
+        import dolfinx.fem.petsc
+        import ufl
+
+        from hybridsolve.problems.cutsquare import facet_patches
+
+        if mesh.comm.size != 1:
+            raise InputError("Geometry.from_mesh: a serial mesh (COMM_SELF) is needed")
+        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+
+        def csr(form):
+            A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(form))
+            A.assemble()
+            ip, ix, vals = A.getValuesCSR()
+            out = sp.csr_matrix((vals.copy(), ix.copy(), ip.copy()), shape=A.getSize())
+            A.destroy()
+            return out
+
+        K = csr(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
+        M = csr(u * v * ufl.dx)
+        coords = V.tabulate_dof_coordinates()[:, :2].copy()
+        facets, patch = facet_patches(mesh, np.asarray(geom_params)) if facets_patch is None \
+            else facets_patch
+        tdim = mesh.topology.dim
+        mesh.topology.create_connectivity(tdim - 1, 0)
+        mesh.topology.create_connectivity(tdim, 0)
+        mesh.topology.create_connectivity(tdim - 1, tdim)
+        c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, 3)
+        v2dof = np.empty(c2v.max() + 1, dtype=np.int64)
+        v2dof[c2v.reshape(-1)] = V.dofmap.list.reshape(-1)
+        f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, 2)
+        fd = v2dof[f2v[facets]]
+        a, b = coords[fd[:, 0]], coords[fd[:, 1]]
+        mid = 0.5 * (a + b)
+        t = b - a
+        nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
+        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+        f2c = mesh.topology.connectivity(tdim - 1, tdim)
+        cells = np.array([f2c.links(f)[0] for f in facets])
+        centroid = coords[v2dof[c2v[cells]]].mean(axis=1)
+        flip = np.einsum("ij,ij->i", nrm, mid - centroid) < 0
+        nrm[flip] *= -1
+        return cls(coords=coords, K=K, M=M, facets=fd, mid=mid, normal=nrm,
+                   patch=np.asarray(patch, dtype=np.int64), params=np.asarray(geom_params))
+
+
+def sample_system(geo: Geometry, flags: np.ndarray, coeffs: np.ndarray):
+    """``(A, b, dirichlet_mask, f)`` for Dirichlet flags per patch and Fourier coefficients:
+    DOLFINx's assembly with ``u = 0`` on the Dirichlet patches (rows and columns of those dofs
+    replaced by the identity) and the P1 source ``f`` (``b = M f``)."""
+    from hybridsolve.problems.cutsquare import source_values
+
+    flags = np.asarray(flags) > 0.5
+    on = flags[geo.patch]
+    if not on.any():
+        raise InputError("NPSolver sample: no Dirichlet facet (a pure Neumann problem is singular)")
+    dmask = np.zeros(geo.size, dtype=bool)
+    dmask[geo.facets[on].reshape(-1)] = True
+    f = source_values(coeffs, geo.coords[:, 0], geo.coords[:, 1])
+    keep = sp.diags((~dmask).astype(float))
+    A = (keep @ geo.K @ keep + sp.diags(dmask.astype(float))).tocsr()
+    A.sort_indices()
+    b = geo.M @ f
+    b[dmask] = 0.0
+    return A, b, dmask, f
+
+
+def point_features(geo: Geometry, dmask: np.ndarray, f: np.ndarray, flags) -> tuple:
+    """The network's inputs: vertex features (n, POINT_FEATURES) and boundary-facet features
+    (nb, BOUNDARY_FEATURES), float32 tensors."""
+    x, y = geo.coords[:, 0], geo.coords[:, 1]
+    k = np.arange(1, FOURIER + 1)
+    four = np.concatenate([np.sin(np.pi * np.outer(x, k)), np.cos(np.pi * np.outer(x, k)),
+                           np.sin(np.pi * np.outer(y, k)), np.cos(np.pi * np.outer(y, k))], axis=1)
+    bnd = np.zeros(geo.size, dtype=bool)
+    bnd[geo.facets.reshape(-1)] = True
+    pts = np.concatenate([geo.coords, four, f[:, None], dmask[:, None],
+                          (bnd & ~dmask)[:, None]], axis=1)
+    d = (np.asarray(flags) > 0.5)[geo.patch].astype(float)
+    btok = np.concatenate([geo.mid, geo.normal, d[:, None], 1 - d[:, None]], axis=1)
+    return torch.from_numpy(pts).float(), torch.from_numpy(btok).float()
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int, heads: int, slices: int, bslices: int) -> None:
+        super().__init__()
+        self.ln_p = nn.LayerNorm(width)
+        self.ln_b = nn.LayerNorm(width)
+        self.slice_p = nn.Linear(width, slices)
+        self.slice_b = nn.Linear(width, bslices)
+        self.value_p = nn.Linear(width, width)
+        self.value_b = nn.Linear(width, width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_t = nn.LayerNorm(width)
+        self.out = nn.Linear(width, width)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
+        self.temperature = nn.Parameter(torch.tensor(0.5))
+        self.slices = slices
+
+    def forward(self, hp, hb):
+        zp, zb = self.ln_p(hp), self.ln_b(hb)
+        tau = self.temperature.abs().clamp_min(0.05)
+        wp = torch.softmax(self.slice_p(zp) / tau, dim=-1)          # (n, S)
+        wb = torch.softmax(self.slice_b(zb) / tau, dim=-1)          # (nb, Sb)
+        tp = wp.T @ self.value_p(zp) / (wp.sum(0)[:, None] + 1e-6)  # slice tokens
+        tb = wb.T @ self.value_b(zb) / (wb.sum(0)[:, None] + 1e-6)
+        t = torch.cat([tp, tb], dim=0)[None]
+        t = t + self.attn(self.ln_t(t), self.ln_t(t), self.ln_t(t), need_weights=False)[0]
+        hp = hp + self.out(wp @ t[0, : self.slices])                # interior slices only
+        return hp + self.mlp(self.ln2(hp))
+
+
+class NPSolverNet(nn.Module):
+    """The boundary-aware slice transformer: vertex features and boundary-facet features in,
+    the solution at the vertices out (zero on Dirichlet vertices)."""
+
+    def __init__(self, width: int = 64, blocks: int = 4, heads: int = 4, slices: int = 32,
+                 bslices: int = 8) -> None:
+        super().__init__()
+        if width % heads:
+            raise InputError(f"NPSolverNet: width {width} is not a multiple of heads {heads}")
+        self.config = {"kind": "NPSolverNet", "width": width, "blocks": blocks, "heads": heads,
+                       "slices": slices, "bslices": bslices}
+        self.embed_p = nn.Sequential(nn.Linear(POINT_FEATURES, width), nn.GELU(),
+                                     nn.Linear(width, width))
+        self.embed_b = nn.Sequential(nn.Linear(BOUNDARY_FEATURES, width), nn.GELU(),
+                                     nn.Linear(width, width))
+        self.blocks = nn.ModuleList(_Block(width, heads, slices, bslices) for _ in range(blocks))
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
+                                  nn.Linear(width, 1))
+        #: the solutions of unit-RMS sources are O(1e-2): the head's output is scaled by this
+        self.scale = 0.03
+
+    def forward(self, points: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
+        if points.shape[-1] != POINT_FEATURES or boundary.shape[-1] != BOUNDARY_FEATURES:
+            raise InputError(f"NPSolverNet: inputs with {points.shape[-1]} vertex and "
+                             f"{boundary.shape[-1]} boundary features, expected "
+                             f"{POINT_FEATURES} and {BOUNDARY_FEATURES}")
+        hp, hb = self.embed_p(points), self.embed_b(boundary)
+        for blk in self.blocks:
+            hp = blk(hp, hb)
+        free = 1.0 - points[:, POINT_FEATURES - 2]                  # 0 on Dirichlet vertices
+        return self.scale * self.head(hp)[:, 0] * free
+
+
+# -- data -------------------------------------------------------------------------------------
+def geometries(n: int, count: int, seed: int, bc: str, log: Callable = print) -> list:
+    """``count`` geometries of the cutsquare family (mesh size 1/n, seed ``seed``), serial."""
+    from hybridsolve.problems import get_family
+    from hybridsolve.stack import MPI
+
+    fam = get_family("cutsquare", n, count=count, seed=seed, bc=bc)
+    out = []
+    for i in range(count):
+        p = fam.params(i)
+        mesh = fam.mesh(MPI.COMM_SELF, p)
+        out.append(Geometry.from_mesh(mesh, p[:10]))
+    fam._cache.clear()
+    return out
+
+
+@dataclass
+class _Sample:
+    geo: int
+    A: sp.csr_matrix
+    b: np.ndarray
+    pts: torch.Tensor
+    btok: torch.Tensor
+    u: np.ndarray | None
+
+
+def draw_samples(geos: list, count: int, rng: np.random.Generator, bc: str,
+                 labels: bool) -> list:
+    """``count`` samples over ``geos`` (round robin): Dirichlet flags per the ``bc`` setting,
+    a fresh Fourier source; ``labels``: with the direct solution."""
+    import scipy.sparse.linalg as spla
+
+    from hybridsolve.problems.cutsquare import CutSquare
+
+    fam = CutSquare(8, bc=bc)
+    out = []
+    for k in range(count):
+        g = k % len(geos)
+        geo = geos[g]
+        flags = fam.draw_bc(rng, geo.params)
+        coeffs = fam.draw_source(rng)
+        A, b, dmask, f = sample_system(geo, flags, coeffs)
+        pts, btok = point_features(geo, dmask, f, flags)
+        u = spla.spsolve(A.tocsc(), b) if labels else None
+        out.append(_Sample(g, A, b, pts, btok, u))
+    return out
+
+
+# -- training -----------------------------------------------------------------------------------
+@dataclass
+class NPTrainConfig:
+    n: int = 16
+    geometries: int = 32
+    samples: int = 512
+    epochs: int = 20
+    batch: int = 8
+    lr: float = 1e-3
+    steps: int = 40
+    loss: str = "physics"
+    bc: str = "random"
+    seed: int = 0
+    width: int = 64
+    blocks: int = 4
+    heads: int = 4
+    slices: int = 32
+    bslices: int = 8
+    heldout: int = 32
+    threads: int = 0
+    out: str = "npsolver.safetensors"
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("physics", "supervised", "residual"):
+            raise InputError(f"train npsolver: loss must be physics, supervised or residual, "
+                             f"got {self.loss!r}")
+        if self.bc not in ("fixed", "random"):
+            raise InputError(f"train npsolver: bc must be fixed or random, got {self.bc!r}")
+        for k in ("n", "geometries", "samples", "epochs", "batch", "width", "blocks", "heads",
+                  "slices", "bslices"):
+            if getattr(self, k) < 1:
+                raise InputError(f"train npsolver: {k} must be >= 1, got {getattr(self, k)}")
+        if self.steps < 1:
+            raise InputError(f"train npsolver: steps must be >= 1, got {self.steps}")
+
+
+#: held-out geometries come from this seed offset (training geometries: the config's seed)
+HELDOUT_SEED = 100_000
+
+
+def _predict(model: NPSolverNet, samples: list):
+    return torch.cat([model(s.pts, s.btok) for s in samples])
+
+
+def evaluate(model: NPSolverNet, geos: list, samples: list) -> dict:
+    """Relative L2 error (mass-matrix norm) of the prediction against the direct solution, mean
+    and max over the samples."""
+    errs = []
+    model.eval()
+    with torch.no_grad():
+        for s in samples:
+            p = model(s.pts, s.btok).double().numpy()
+            M = geos[s.geo].M
+            e = p - s.u
+            errs.append(np.sqrt(e @ (M @ e)) / np.sqrt(s.u @ (M @ s.u)))
+    return {"rel_l2_mean": float(np.mean(errs)), "rel_l2_max": float(np.max(errs)),
+            "samples": len(errs)}
+
+
+def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bool = True,
+                   log: Callable[[str], None] = print) -> dict:
+    """Train (or resume) an NPSolverNet; returns a summary (loss history, held-out error,
+    times). The model file carries its configuration, the training facts and the held-out
+    error; ``<out>.state.pt`` the optimizer state for a resume. ``progress``: a tqdm bar;
+    otherwise (``epoch_lines``) one plain line per epoch (batch logs)."""
+    from hybridsolve.learned.models import load_weights, save_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    state_path = Path(str(out) + ".state.pt")
+    rng = np.random.default_rng(cfg.seed)
+    geos = geometries(cfg.n, cfg.geometries, cfg.seed, cfg.bc)
+    train = draw_samples(geos, cfg.samples, rng, cfg.bc, labels=cfg.loss == "supervised")
+    held_geos = geometries(cfg.n, max(1, min(cfg.heldout, cfg.geometries)),
+                           cfg.seed + HELDOUT_SEED, cfg.bc)
+    held = draw_samples(held_geos, cfg.heldout, np.random.default_rng(cfg.seed + HELDOUT_SEED),
+                        cfg.bc, labels=True)
+    t_data = time.perf_counter() - t0
+    model = NPSolverNet(cfg.width, cfg.blocks, cfg.heads, cfg.slices, cfg.bslices)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    cfg_json = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
+                          sort_keys=True)
+    start, history = 0, []
+    if state_path.exists() and out.exists():
+        try:
+            st = torch.load(str(state_path), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise InputError(f"{state_path} is not a training state this version can read ({e}); "
+                             "remove it (and the model file) or choose another --out") from e
+        if st.get("config") != cfg_json:
+            raise InputError(f"{state_path} belongs to another training configuration: remove "
+                             "it (and the model file) or choose another --out")
+        load_weights(model, out)
+        opt.load_state_dict(st["optimizer"])
+        start, history = int(st["epoch"]), [float(h) for h in st["history"]]
+        rng = np.random.default_rng(cfg.seed + 7919 * start)
+        log(f"train npsolver: resuming after epoch {start}")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=start, desc="train npsolver", unit="epoch")
+    for epoch in range(start, cfg.epochs):
+        lr = float(cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / cfg.epochs))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        order = rng.permutation(len(train))
+        tot, cnt = 0.0, 0
+        for i in range(0, len(order), cfg.batch):
+            chunk = [train[j] for j in order[i:i + cfg.batch]]
+            p = _predict(model, chunk)
+            if cfg.loss == "supervised":
+                u = torch.from_numpy(np.concatenate([s.u for s in chunk])).float()
+                sizes = [s.b.shape[0] for s in chunk]
+                loss = torch.stack([torch.sqrt(((a - b) ** 2).mean()) for a, b in
+                                    zip(torch.split(u, sizes), torch.split(p, sizes))]).mean()
+            else:
+                batch = SystemBatch.from_scipy([s.A for s in chunk], [s.b for s in chunk])
+                if cfg.loss == "physics":
+                    loss, _ = supervision_loss(batch, p, cfg.steps)
+                else:
+                    loss = residual_loss(batch, p)
+            if not torch.isfinite(loss):
+                raise InputError(f"train npsolver: the loss became {loss.item()} at epoch "
+                                 f"{epoch} (try a smaller --lr)")
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            tot += float(loss.item()) * len(chunk)
+            cnt += len(chunk)
+        history.append(float(tot / cnt))
+        ev = evaluate(model, held_geos, held)
+        save_model(model, out, train=json.loads(cfg_json), history=history, heldout=ev)
+        torch.save({"config": cfg_json, "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                    "history": history}, str(state_path) + ".tmp")
+        Path(str(state_path) + ".tmp").replace(state_path)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]:.3g}", heldout=f"{ev['rel_l2_mean']:.3f}")
+        elif epoch_lines:
+            log(f"train npsolver: epoch {epoch + 1}/{cfg.epochs} loss {history[-1]:.4g} "
+                f"held-out rel. L2 {ev['rel_l2_mean']:.4f}")
+    if bar is not None:
+        bar.close()
+    ev = evaluate(model, held_geos, held)
+    return {"out": str(out), "epochs": cfg.epochs, "loss_history": history, "heldout": ev,
+            "data_time": t_data, "time": time.perf_counter() - t0, "samples": len(train),
+            "parameters": sum(p.numel() for p in model.parameters())}
