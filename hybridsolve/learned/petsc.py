@@ -24,12 +24,9 @@ or ``-ksp_type python -ksp_python_type hybridsolve.learned.petsc.DCDM`` with the
 
 With ``-pc_torch_smoother <PC type>`` (e.g. ``sor``: PETSc's SSOR sweep, its options under
 ``-pc_torch_smoother_``) one application is a two-level cycle with the network as the coarse
-correction: ``z = S r`` (``smooth_its`` times ``z += S (r - A z)``), then ``t = r - A z``,
-``u = net(t)``, ``z += (u.t / u.A u) u`` (the network's output is scale-free: its step is the
-A-norm line search), then ``smooth_its`` post-smoothing steps. The smoother takes the rough part
-of the residual the network handles worst; the safeguards apply to ``u`` against ``t``. It costs
-``2 smooth_its + 1`` products with A and ``2 smooth_its`` smoother applications besides the
-network.
+correction (:class:`~hybridsolve.learned.cycle.TwoLevelCycle`: smoothing, the network on the
+remaining residual with its A-norm step, smoothing); the safeguards apply to the network's
+output against the residual it saw.
 An in-memory model is selected by options after ``register_model("mine", module)`` as
 ``-pc_torch_model memory:mine``, or attached to a configured PC with
 ``pc.getPythonContext().set_model(module, shape=...)``.
@@ -55,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
+from hybridsolve.learned.cycle import TwoLevelCycle
 from hybridsolve.parallel import collective_call
 from hybridsolve.solvers.base import PythonKSP, PythonPC
 from hybridsolve.stack import MPI, PETSc
@@ -130,8 +128,7 @@ class TorchPC(PythonPC):
         self.layout_check = True
         self.smoother_type = "none"
         self.smooth_its = 1
-        self._smoother: PETSc.PC | None = None
-        self._work: tuple | None = None
+        self._cycle = None
         self._mask: np.ndarray | None = None
         self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
                       "fallback_not_descent": 0, "sign_flips": 0, "model_time": 0.0}
@@ -267,23 +264,12 @@ class TorchPC(PythonPC):
             fb.setFromOptions()
             fb.setUp()
             self._fallback = fb
-        if self._smoother is not None:
-            self._smoother.destroy()
-            self._smoother = None
+        if self._cycle is not None:
+            self._cycle.destroy()
+            self._cycle = None
         if self.smoother_type != "none":
-            sm = PETSc.PC().create(comm)
-            sm.setOptionsPrefix(self.prefix + "pc_torch_smoother_")
-            try:
-                sm.setType(self.smoother_type)
-            except PETSc.Error:
-                sm.destroy()
-                raise InputError(f"-{self.prefix}pc_torch_smoother: {self.smoother_type!r} is "
-                                 "not a PETSc PC type (e.g. sor, jacobi, icc)") from None
-            sm.setOperators(A, P)
-            sm.setFromOptions()
-            sm.setUp()
-            self._smoother = sm
-            self._work = (A, A.createVecLeft(), A.createVecLeft(), A.createVecLeft())
+            self._cycle = TwoLevelCycle(A, P, self.smoother_type, self.smooth_its,
+                                        self.prefix + "pc_torch_smoother_")
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
         self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
         self._mask_grid = None
@@ -504,41 +490,18 @@ class TorchPC(PythonPC):
         else:
             y.getArray()[:] = Z[:, 0]
 
-    def _smooth(self, r: PETSc.Vec, z: PETSc.Vec, its: int) -> None:
-        """``its`` times z += S (r - A z)."""
-        A, t, u, _ = self._work
-        for _ in range(its):
-            A.mult(z, t)
-            t.aypx(-1.0, r)
-            self._smoother.apply(t, u)
-            z.axpy(1.0, u)
-
     def apply_pc(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        if self._smoother is None:
+        if self._cycle is None:
             self._network(x, y)
-            return
-        # the two-level cycle: pre-smoothing, the network as the coarse correction (its step
-        # by the A-norm line search: the network's scale is arbitrary), post-smoothing
-        A, t, u, v = self._work
-        y.set(0.0)
-        self._smoother.apply(x, y)
-        self._smooth(x, y, self.smooth_its - 1)
-        A.mult(y, t)
-        t.aypx(-1.0, x)
-        self._network(t, u)
-        A.mult(u, v)
-        ut, uAu = u.dot(t), u.dot(v)
-        if np.isfinite(ut) and np.isfinite(uAu) and uAu > 0:
-            y.axpy(ut / uAu, u)
-        else:   # a direction A does not see as positive: the cycle goes on without it
+        elif not self._cycle.apply(x, y, self._network):
+            # a direction A does not see as positive: the cycle went on without it
             self.stats["fallback_not_descent"] += 1
-        self._smooth(x, y, self.smooth_its)
 
     def matApply(self, pc: PETSc.PC, X: PETSc.Mat, Y: PETSc.Mat) -> None:
         """A block of residuals at once (one model call on a batch; with a smoother, the
         cycle column by column)."""
         self.ready(pc)
-        if self._smoother is not None:
+        if self._cycle is not None:
             for j in range(X.getSize()[1]):
                 xj, yj = X.getColumnVector(j), Y.getColumnVector(j)
                 self.apply_pc(pc, xj, yj)
@@ -583,22 +546,16 @@ class TorchPC(PythonPC):
                 f"for a direction (nearly) orthogonal to the residual (check: {self.check}, "
                 f"|cos| <= {self.descent_tol:g}); "
                 f"{s['sign_flips']} ascent directions flipped"
-                + (f"\n  two-level cycle: smoother {self.smoother_type} x{self.smooth_its} before "
-                   "and after the network (its step by the A-norm line search)"
-                   if self._smoother is not None else ""))
+                + (f"\n  {self._cycle.describe()}" if self._cycle is not None else ""))
 
     def reset(self, pc: PETSc.PC) -> None:
         super().reset(pc)
         if self._fallback is not None:
             self._fallback.destroy()
             self._fallback = None
-        if self._smoother is not None:
-            self._smoother.destroy()
-            self._smoother = None
-        if self._work is not None:
-            for w in self._work[1:]:
-                w.destroy()
-            self._work = None
+        if self._cycle is not None:
+            self._cycle.destroy()
+            self._cycle = None
 
 
 class DCDM(PythonKSP):

@@ -1,0 +1,319 @@
+"""NPSolver inside PETSc (issue 15 item 4): the network as an initial guess, as a preconditioner
+of a flexible Krylov method, and as a stand-alone solver followed by k CG steps.
+
+The network needs the mesh (it is the model's input, not a grid): :class:`MeshInputs` gathers,
+once per function space and Dirichlet set, the vertex coordinates, the boundary facets (outward
+normals, Dirichlet or Neumann) and the lumped mass on rank 0, in PETSc's global dof order; the
+network runs there on the whole mesh and its output is scattered back, so the result is the same
+on any number of ranks (up to float32 round-off in the attention sums).
+
+A load vector ``r`` (a right-hand side or a residual) becomes the network's source as
+``f = r / m_lumped`` on the free dofs, scaled to unit RMS (the training sources' scale); the
+output is scaled back (Poisson is linear), zero on Dirichlet dofs.
+
+By options, after ``opts = register_mesh("mine", V, dirichlet_dofs)``::
+
+    -ksp_type fcg -ksp_fcg_mmax 30
+    -pc_type python -pc_python_type hybridsolve.learned.npsolver_petsc.NPSolverPC
+    -pc_npsolver_model npsolver.safetensors  -pc_npsolver_mesh memory:mine
+    -pc_npsolver_fallback jacobi   -pc_npsolver_descent_tol 1e-4
+    -pc_npsolver_smoother sor      -pc_npsolver_smooth_its 1   # "none": the network alone
+
+By default one application is the two-level cycle of :mod:`~hybridsolve.learned.cycle` (an SSOR
+sweep, the network on the remaining residual with its A-norm step, an SSOR sweep): the network
+alone is trained on smooth sources, and a Krylov residual is not smooth.
+
+Safeguards as TorchPC's: a non-finite output or one (nearly) orthogonal to the residual is
+replaced by the fallback PC (counted), an ascent direction is flipped (counted); the counts are
+in ``-ksp_view`` and ``SolveResult.info["npsolver"]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybridsolve.errors import CollectiveError, InputError
+from hybridsolve.learned.cycle import TwoLevelCycle
+from hybridsolve.parallel import collective_call
+from hybridsolve.solvers.base import PythonPC
+from hybridsolve.stack import MPI, PETSc
+
+__all__ = ["MeshInputs", "register_mesh", "NPSolverPC", "initial_guess"]
+
+_MESHES: dict[str, "MeshInputs"] = {}
+
+
+class MeshInputs:
+    """What the network sees of a DOLFINx P1 space with Dirichlet dofs, gathered on rank 0.
+
+    Args:
+        V: a scalar P1 ``functionspace`` on a 2-D triangle mesh.
+        dirichlet_dofs: local dof indices (owned and ghost, as ``locate_dofs_topological``
+            returns them) where ``u`` is prescribed.
+    """
+
+    def __init__(self, V, dirichlet_dofs) -> None:
+        import dolfinx
+
+        mesh = V.mesh
+        self.comm = comm = mesh.comm
+        if mesh.topology.dim != 2 or V.dofmap.index_map_bs != 1:
+            raise InputError("NPSolver: a scalar P1 space on a 2-D triangle mesh is needed")
+        imap = V.dofmap.index_map
+        nown, nloc = imap.size_local, imap.size_local + imap.num_ghosts
+        self.n = imap.size_global
+        self.range = imap.local_range
+        l2g = imap.local_to_global(np.arange(nloc, dtype=np.int32)).astype(np.int64)
+        coords = V.tabulate_dof_coordinates()[:, :2]
+        dmask = np.zeros(nloc, dtype=bool)
+        dmask[np.asarray(dirichlet_dofs, dtype=np.int64)] = True
+        from hybridsolve.movement.monitors import lumped_mass
+
+        ml = lumped_mass(V)   # row sums of the P1 mass matrix, owned and ghost dofs
+        # boundary facets owned here
+        tdim = 2
+        mesh.topology.create_connectivity(tdim - 1, tdim)
+        mesh.topology.create_connectivity(tdim - 1, 0)
+        mesh.topology.create_connectivity(tdim, 0)
+        facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
+        facets = facets[facets < mesh.topology.index_map(tdim - 1).size_local]
+        c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, 3)
+        v2dof = np.empty(c2v.max() + 1, dtype=np.int64)
+        v2dof[c2v.reshape(-1)] = V.dofmap.list.reshape(-1)
+        f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, 2)
+        fd = v2dof[f2v[facets]]
+        a, b = coords[fd[:, 0]], coords[fd[:, 1]]
+        mid, t = 0.5 * (a + b), b - a
+        nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
+        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
+        f2c = mesh.topology.connectivity(tdim - 1, tdim)
+        cells = np.array([f2c.links(f)[0] for f in facets], dtype=np.int64)
+        cen = coords[v2dof[c2v[cells]]].mean(axis=1) if len(cells) else np.zeros((0, 2))
+        nrm[np.einsum("ij,ij->i", nrm, mid - cen) < 0] *= -1
+        fdir = dmask[fd].all(axis=1)
+        own = slice(0, nown)
+        gat = lambda arr: comm.gather(np.ascontiguousarray(arr), root=0)  # noqa: E731
+        parts = [gat(l2g[own]), gat(coords[own]), gat(dmask[own]), gat(ml[:nown]),
+                 gat(l2g[fd]), gat(mid), gat(nrm), gat(fdir)]
+        self.owned_dmask = dmask[own].copy()
+        self.owned_ml = ml[:nown].copy()
+        if comm.rank == 0:
+            idx = np.concatenate(parts[0])
+            self.coords = np.empty((self.n, 2))
+            self.coords[idx] = np.concatenate(parts[1])
+            self.dmask = np.empty(self.n, dtype=bool)
+            self.dmask[idx] = np.concatenate(parts[2])
+            self.bfacets = np.concatenate(parts[4])
+            self.bmid, self.bnormal = np.concatenate(parts[5]), np.concatenate(parts[6])
+            self.bdir = np.concatenate(parts[7])
+            bnd = np.zeros(self.n, dtype=bool)
+            bnd[self.bfacets.reshape(-1)] = True
+            self.neumann = bnd & ~self.dmask
+        counts = comm.allgather(nown)
+        self.counts = np.array(counts)
+        self.displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        if not comm.allreduce(bool(dmask[own].any()), op=MPI.LOR):
+            raise InputError("NPSolver: no Dirichlet dof: a pure Neumann problem is singular "
+                             "(this network was trained with at least one Dirichlet patch)")
+
+    def features(self, f: np.ndarray):
+        """Rank 0: the network's inputs for the nodal source ``f`` (global order)."""
+        import torch
+
+        from hybridsolve.learned.npsolver import FOURIER
+
+        x, y = self.coords[:, 0], self.coords[:, 1]
+        k = np.arange(1, FOURIER + 1)
+        four = np.concatenate([np.sin(np.pi * np.outer(x, k)), np.cos(np.pi * np.outer(x, k)),
+                               np.sin(np.pi * np.outer(y, k)), np.cos(np.pi * np.outer(y, k))],
+                              axis=1)
+        pts = np.concatenate([self.coords, four, f[:, None], self.dmask[:, None],
+                              self.neumann[:, None]], axis=1)
+        d = self.bdir.astype(float)
+        btok = np.concatenate([self.bmid, self.bnormal, d[:, None], 1 - d[:, None]], axis=1)
+        return torch.from_numpy(pts).float(), torch.from_numpy(btok).float()
+
+    def apply(self, model, r_owned: np.ndarray) -> np.ndarray:
+        """The network's correction for the owned part of a load vector (collective)."""
+        import torch
+
+        f = np.where(self.owned_dmask, 0.0, r_owned / np.maximum(self.owned_ml, 1e-300))
+        comm = self.comm
+        full = np.empty(self.n) if comm.rank == 0 else None
+        comm.Gatherv(np.ascontiguousarray(f), (full, (self.counts, self.displs)) if comm.rank == 0
+                     else None, root=0)
+        out = None
+        if comm.rank == 0:
+            scale = float(np.sqrt(np.mean(full[~self.dmask] ** 2))) if (~self.dmask).any() else 0.0
+            if scale > 0:
+                pts, btok = self.features(full / scale)
+                with torch.no_grad():
+                    out = model(pts, btok).double().numpy() * scale
+            else:
+                out = np.zeros(self.n)
+            out = np.ascontiguousarray(out)
+        z = np.empty(len(r_owned))
+        comm.Scatterv((out, (self.counts, self.displs)) if comm.rank == 0 else None, z, root=0)
+        z[self.owned_dmask] = r_owned[self.owned_dmask]   # identity rows of a DOLFINx system
+        return z
+
+
+def register_mesh(name: str, V, dirichlet_dofs) -> dict:
+    """Register a space's mesh inputs under ``name``; returns the PC options that use it
+    (add ``pc_npsolver_model``)."""
+    _MESHES[name] = MeshInputs(V, dirichlet_dofs)
+    return {"pc_type": "python", "pc_python_type": "hybridsolve.learned.npsolver_petsc.NPSolverPC",
+            "pc_npsolver_mesh": f"memory:{name}"}
+
+
+def _load(source: str):
+    from hybridsolve.learned.models import load_model
+
+    m = load_model(source)
+    if type(m).__name__ != "NPSolverNet":
+        raise InputError(f"{source} holds a {type(m).__name__}, not an NPSolver network")
+    return m.eval()
+
+
+def initial_guess(model, inputs: MeshInputs, b: PETSc.Vec, x: PETSc.Vec) -> None:
+    """Write the network's prediction for the load vector ``b`` into ``x`` (collective); a
+    non-finite prediction is an error (use a zero guess instead)."""
+    r0, r1 = b.getOwnershipRange()
+    z = inputs.apply(model, b.getArray(readonly=True))
+    bad = inputs.comm.allreduce(not np.isfinite(z).all(), op=MPI.LOR)
+    if bad:
+        raise CollectiveError("NPSolver initial guess: the network returned NaN/Inf")
+    x.getArray()[:] = z
+    # the Dirichlet rows of a DOLFINx system hold b there (u = g): keep them exact
+    x.getArray()[inputs.owned_dmask] = b.getArray(readonly=True)[inputs.owned_dmask]
+
+
+class NPSolverPC(PythonPC):
+    """NPSolver as a preconditioner: ``z = net(r)`` on the mesh, with TorchPC's safeguards."""
+
+    name = "NPSolverPC"
+    options_key = "npsolver"
+    info_key = "npsolver"
+    view_counters = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.source: str | None = None
+        self.mesh_name: str | None = None
+        self.model = None
+        self.fallback_type = "jacobi"
+        self.descent_tol = 1e-4
+        self._fallback = None
+        self.smoother_type = "sor"
+        self.smooth_its = 1
+        self._cycle = None
+        self.stats = {"applications": 0, "fallback_nonfinite": 0, "fallback_not_descent": 0,
+                      "sign_flips": 0}
+
+    def configure(self) -> None:
+        src = self.option("model", self.source or "", str) or None
+        if src != self.source:
+            self.source, self.model = src, None
+            self._initialized = False
+        mesh = self.option("mesh", self.mesh_name or "", str) or None
+        if mesh != self.mesh_name:
+            self.mesh_name = mesh
+            self._initialized = False
+        self.fallback_type = self.option("fallback", self.fallback_type)
+        smoother = self.option("smoother", self.smoother_type)
+        its = self.option("smooth_its", self.smooth_its)
+        if (smoother, its) != (self.smoother_type, self.smooth_its):
+            self.smoother_type, self.smooth_its = smoother, its
+            self._initialized = False
+        self.descent_tol = self.option("descent_tol", self.descent_tol)
+        if not 0 <= self.descent_tol < 1:
+            raise InputError(f"-{self.prefix}pc_npsolver_descent_tol: in [0, 1), got "
+                             f"{self.descent_tol}")
+
+    def initialize(self, pc) -> None:
+        A, P = pc.getOperators()
+        comm = A.getComm().tompi4py()
+        if not self.mesh_name or not self.mesh_name.startswith("memory:") \
+                or self.mesh_name[7:] not in _MESHES:
+            raise InputError(f"-{self.prefix}pc_npsolver_mesh: give memory:<name> after "
+                             "hybridsolve.learned.npsolver_petsc.register_mesh(name, V, dofs) "
+                             f"(got {self.mesh_name!r}; registered: {sorted(_MESHES)})")
+        self.inputs = _MESHES[self.mesh_name[7:]]
+        if self.inputs.n != A.getSize()[0] or tuple(self.inputs.range) != A.getOwnershipRange():
+            raise InputError(f"NPSolverPC: the registered mesh has {self.inputs.n} dofs "
+                             f"(rows {self.inputs.range} here), the operator {A.getSize()[0]} "
+                             f"(rows {A.getOwnershipRange()}): another space or layout")
+        if self.source is None:
+            raise InputError(f"no model: give -{self.prefix}pc_npsolver_model <file>")
+        if self.model is None:
+            self.model = collective_call(comm, lambda: _load(self.source), "NPSolverPC")
+        self._comm = comm
+        if self._fallback is not None:
+            self._fallback.destroy()
+            self._fallback = None
+        if self.fallback_type != "none":
+            fb = PETSc.PC().create(comm)
+            fb.setOptionsPrefix(self.prefix + "pc_npsolver_fallback_")
+            fb.setType(self.fallback_type)
+            fb.setOperators(A, P)
+            fb.setFromOptions()
+            fb.setUp()
+            self._fallback = fb
+        if self._cycle is not None:
+            self._cycle.destroy()
+            self._cycle = None
+        if self.smoother_type != "none":
+            self._cycle = TwoLevelCycle(A, P, self.smoother_type, self.smooth_its,
+                                        self.prefix + "pc_npsolver_smoother_")
+
+    def classical(self, pc, x, y) -> bool:
+        self.ready(pc)
+        if self._fallback is None:
+            return False
+        self._fallback.apply(x, y)
+        return True
+
+    def apply_pc(self, pc, x, y) -> None:
+        if self._cycle is None:
+            self._network(x, y)
+        elif not self._cycle.apply(x, y, self._network):
+            self.count("fallback_not_descent")
+
+    def _network(self, x, y) -> None:
+        self.count("applications")
+        r = x.getArray(readonly=True)
+        with self.event("model apply"):
+            z = self.inputs.apply(self.model, r)
+        finite = bool(np.isfinite(z).all())
+        zf = z if finite else np.zeros_like(z)
+        loc = np.array([0.0 if finite else 1.0, r @ zf, zf @ zf, r @ r])
+        nonfinite, dot, zz, rr = self._comm.allreduce(loc, op=MPI.SUM)
+        if nonfinite > 0 or abs(dot) <= self.descent_tol * np.sqrt(zz * rr):
+            self.count("fallback_nonfinite" if nonfinite > 0 else "fallback_not_descent")
+            if self._fallback is None:
+                raise CollectiveError(f"{self.label()}: the network's output was rejected and "
+                                      "-pc_npsolver_fallback is none")
+            self._fallback.apply(x, y)
+            return
+        if dot < 0:
+            zf = -zf
+            self.count("sign_flips")
+        y.getArray()[:] = zf
+
+    def describe(self) -> str:
+        s = self.stats
+        return (f"NPSolverPC: model {self.source}, mesh {self.mesh_name}; applications "
+                f"{s['applications']}; fallback ({self.fallback_type}) used "
+                f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
+                f"for a direction (nearly) orthogonal to the residual (|cos| <= "
+                f"{self.descent_tol:g}); {s['sign_flips']} ascent directions flipped"
+                + (f"; {self._cycle.describe()}" if self._cycle is not None else ""))
+
+    def reset(self, pc) -> None:
+        super().reset(pc)
+        if self._fallback is not None:
+            self._fallback.destroy()
+            self._fallback = None
+        if self._cycle is not None:
+            self._cycle.destroy()
+            self._cycle = None
