@@ -377,3 +377,37 @@ def test_npsolver_pc_refuses_a_missing_mesh_or_a_grid_model(comm, np_model):
         _cg(comm, s, pc="python", extra={**base, **opts})
     s.destroy()
     other.destroy()
+
+
+def test_npsolver_pc_in_a_dolfinx_linear_problem_by_options(comm, np_model):
+    """A FEniCSx user's code: a mesh, a LinearProblem, our PC chosen by petsc_options after
+    register_mesh; the answer meets the true residual, on 1 and 2 ranks."""
+    from hybridsolve.learned.npsolver_petsc import register_mesh
+    from hybridsolve.problems.cutsquare import cutsquare_mesh
+
+    mesh = cutsquare_mesh(comm, np.array([0.15, 0, 0, 0.12, 0.5, 0.45, 0.08, 0, 0, 0]), 14)
+    V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
+    u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
+    x = ufl.SpatialCoordinate(mesh)
+    facets = dolfinx.mesh.locate_entities_boundary(
+        mesh, 1, lambda X: np.isclose(X[0], 0.0) | np.isclose(X[1], 0.0))
+    dofs = dolfinx.fem.locate_dofs_topological(V, 1, facets)
+    bc = dolfinx.fem.dirichletbc(0.0, dofs, V)
+    opts = {**register_mesh("user", V, dofs), "pc_npsolver_model": np_model,
+            "ksp_type": "fcg", "ksp_fcg_mmax": 30, "ksp_rtol": 1e-8,
+            "ksp_norm_type": "unpreconditioned"}
+    problem = dolfinx.fem.petsc.LinearProblem(
+        ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx,
+        ufl.cos(3 * x[0]) * ufl.sin(2 * x[1]) * v * ufl.dx, bcs=[bc],
+        petsc_options_prefix="np_user_", petsc_options=opts)
+    uh = problem.solve()
+    ksp = problem.solver
+    assert_all(comm, ksp.getConvergedReason() > 0, str(ksp.getConvergedReason()))
+    A, b = problem.A, problem.b
+    r = b.duplicate()
+    A.mult(uh.x.petsc_vec, r)
+    r.aypx(-1.0, b)
+    assert_all(comm, r.norm() <= 1.01e-8 * b.norm(), f"{r.norm() / b.norm():.2e}")
+    stats = ksp.getPC().getPythonContext().stats
+    assert_all(comm, stats["applications"] > 0 and stats["fallback_nonfinite"] == 0, str(stats))
+    r.destroy()

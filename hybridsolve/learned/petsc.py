@@ -3,7 +3,7 @@
 
 By options, in any petsc4py or DOLFINx code::
 
-    -ksp_type fcg -ksp_fcg_mmax 2 -ksp_fcg_truncation_type standard
+    -ksp_type fcg -ksp_fcg_mmax 30        # keep many directions (DCDM keeps 2: measured worse)
     -pc_type python -pc_python_type hybridsolve.learned.petsc.TorchPC
     -pc_torch_model dcdm2d            # a shipped model, or a .safetensors / state-dict file
     -pc_torch_mode local|gathered     # see below
@@ -530,7 +530,7 @@ class TorchPC(PythonPC):
             self._warned = True
             msg = (f"TorchPC inside -ksp_type {kind}: a network is not a fixed SPD (or linear) "
                    "preconditioner, so CG/GMRES may break down or stop at a wrong answer; use a "
-                   "flexible method: -ksp_type fcg (-ksp_fcg_mmax 2), fgmres, gcr, or "
+                   "flexible method: -ksp_type fcg (-ksp_fcg_mmax 30), fgmres, gcr, or "
                    "hybridsolve.learned.petsc.DCDM")
             if ksp.getComm().tompi4py().rank == 0:
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)
