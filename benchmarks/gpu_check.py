@@ -10,6 +10,12 @@
    1e-4 and 1e-6 at 64^3 and 128^3 (shipped dcdm3d); and, on this machine's CPU, PETSc CG+GAMG
    and ICC-PCG on the same systems, the baselines a GPU DCDM has to beat.
 
+3. **NPSolver on the device** (issue 15): on held-out cutsquare meshes (mesh size 1/16 to 1/96,
+   up to about 1.5e4 dofs) the network's prediction time in fp32 and bf16 with its relative L2
+   error, the CPU time of CG+ICC and CG+GAMG from zero to the same accuracy (the GPU goal: 10x
+   faster at matched accuracy), and the time of one label-free training step (batch 8, 40
+   batched Jacobi-PCG steps in float64 on the device).
+
 Without a GPU it writes the CPU part and ``"device": null``. The JSON names the machine.
 """
 
@@ -137,6 +143,74 @@ def device_part(quick: bool) -> dict | None:
     return res
 
 
+def npsolver_part(quick: bool) -> dict | None:
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+    import torch
+
+    from bench_npsolver import matched_accuracy
+    from hybridsolve.learned.models import load_model
+    from hybridsolve.learned.npsolver import Geometry, draw_samples
+    from hybridsolve.learned.npsolver_petsc import MeshInputs, initial_guess
+    from hybridsolve.learned.physics import SystemBatch, supervision_loss
+    from hybridsolve.problems import get_family
+    from hybridsolve.stack import MPI
+
+    if not torch.cuda.is_available():
+        return None
+    dev = "cuda"
+    out: dict = {}
+    base = load_model("npsolver2d")
+    for n in ((16, 32) if quick else (16, 48, 96)):
+        fam = get_family("cutsquare", n, count=1, seed=777)
+        s = fam.system(0, MPI.COMM_SELF)
+        prob = s.extra["problem"]
+        ip, ix, v = s.A.getValuesCSR()
+        A = sp.csr_matrix((v, ix, ip), shape=s.A.getSize())
+        exact = spla.spsolve(A.tocsc(), s.b.getArray(readonly=True).copy())
+        geo = Geometry.from_mesh(prob.mesh, s.params[:10])
+        inputs = MeshInputs(prob.V, prob.bcs[0].dof_indices()[0])
+        row = {"dofs": s.size}
+        x = s.b.duplicate()
+        for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            model = base.to(dev, dtype).eval()
+            initial_guess(model, inputs, s.b, x)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(10):
+                initial_guess(model, inputs, s.b, x)
+            torch.cuda.synchronize()
+            e = x.getArray(readonly=True) - exact
+            err = float(np.sqrt(e @ (geo.M @ e) / (exact @ (geo.M @ exact))))
+            row[f"gpu_{prec}_s"], row[f"gpu_{prec}_rel_l2"] = (time.perf_counter() - t0) / 10, err
+        for name, opts in (("cpu_cg_icc", {"ksp_type": "cg", "pc_type": "icc"}),
+                           ("cpu_cg_gamg", {"ksp_type": "cg", "pc_type": "gamg"})):
+            k, t = matched_accuracy(s.A, s.b, geo.M, exact, row["gpu_fp32_rel_l2"], opts)
+            row[f"{name}_matched_its"], row[f"{name}_matched_s"] = k, t
+            row[f"{name}_over_gpu_fp32"] = t / row["gpu_fp32_s"]
+        # one label-free training step on the device
+        smp = draw_samples([geo], 8, np.random.default_rng(0), "random", labels=False)
+        model = base.to(dev, torch.float32).train()
+        batch = SystemBatch.from_scipy([q.A for q in smp], [q.b for q in smp], device=dev)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        for rep in range(4):
+            if rep == 1:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            p = torch.cat([model(q.pts.to(dev), q.btok.to(dev)) for q in smp])
+            loss, _ = supervision_loss(batch, p, 40)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        torch.cuda.synchronize()
+        row["gpu_train_step_s"] = (time.perf_counter() - t0) / 3
+        out[f"1/{n}"] = row
+        print("npsolver", n, row, flush=True)
+        x.destroy()
+        s.destroy()
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=RESULTS / "gpu_check.json")
@@ -147,6 +221,7 @@ def main(argv=None) -> int:
               "cpu_check": cpu_check(16 if args.quick else 32)}
     print("cpu check:", report["cpu_check"], flush=True)
     report["device"] = device_part(args.quick)
+    report["npsolver_device"] = npsolver_part(args.quick)
     report["wall_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

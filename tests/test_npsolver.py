@@ -195,6 +195,11 @@ def test_cutsquare_refuses_a_pure_neumann_problem_and_bad_options():
         fam.system_from_params(p, MPI.COMM_SELF)
     with pytest.raises(InputError, match="not one of"):
         get_family("cutsquare", 12, bc="robin")
+    from conftest import run_cli
+
+    p = run_cli(["datagen", "--family", "cutsquare", "--n", "12", "--count", "2", "--out",
+                 "/nonexistent/x.h5", "--quiet"])
+    assert p.returncode == 2 and "a new mesh (and size) per system" in p.stderr, p.stderr
     fixed = get_family("cutsquare", 12, count=3, seed=0, bc="fixed")
     for i in range(3):
         q = fixed.params(i)
@@ -366,8 +371,13 @@ def test_npsolver_pc_refuses_a_missing_mesh_or_a_grid_model(comm, np_model):
     s, V, dofs = _heldout_system(comm)
     base = {"pc_type": "python", "pc_python_type": "hybridsolve.learned.npsolver_petsc.NPSolverPC",
             "pc_npsolver_model": np_model, "ksp_type": "fcg"}
+    # an operator that does not carry its P1 problem (a copy: what a user's own code has)
+    copy = s.A.duplicate(copy=True)
+    plain = type(s)(A=copy, b=s.b, params=s.params, meta=s.meta, canonical=s.canonical,
+                    local_coordinates=s.local_coordinates)
     with pytest.raises((InputError, CollectiveError), match="register_mesh"):
-        _cg(comm, s, pc="python", extra=base)
+        _cg(comm, plain, pc="python", extra=base)
+    copy.destroy()
     opts = register_mesh("m2", V, dofs)
     with pytest.raises((InputError, CollectiveError), match="not an NPSolver network"):
         _cg(comm, s, pc="python", extra={**base, **opts, "pc_npsolver_model": "dcdm2d"})

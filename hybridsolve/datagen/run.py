@@ -26,6 +26,12 @@ def run(cfg: DatagenConfig, comm=None, progress: bool = True) -> dict:
     comm = comm or MPI.COMM_WORLD
     cfg.validate()
     family = get_family(cfg.family, cfg.n, cfg.count, cfg.seed, **cfg.options)
+    if not family.fixed_size:
+        from hybridsolve.errors import InputError
+
+        raise InputError(f"datagen: family {family.name!r} makes a new mesh (and size) per system; "
+                         "a dataset holds one layout. For NPSolver, 'hybridsolve train npsolver' "
+                         "draws and labels its own samples")
     if family.sequential and cfg.mode == "data" and comm.size > 1:
         cfg.mode = "domain"  # a time-stepping chain cannot be split
     name, opts = solver_options(cfg, family)

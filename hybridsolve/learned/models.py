@@ -32,7 +32,11 @@ __all__ = ["DCDMNet", "VCycleNet", "save_model", "load_model", "load_weights", "
 SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors",
            # experimental: the V-cycle U-Net trained at 64^2 (8 min on this CPU); it does not
            # beat dcdm2d yet (results/dcdm.md), shipped to measure it and to train on from
-           "vcycle2d": "vcycle2d.safetensors"}
+           "vcycle2d": "vcycle2d.safetensors",
+           # NPSolver's boundary-aware slice transformer, label-free on cutsquare meshes
+           # (hybridsolve.learned.npsolver; its training command is in its metadata and in
+           # docs/benchmarks.md#npsolver)
+           "npsolver2d": "npsolver2d.safetensors"}
 
 
 def shipped_model_path(name: str) -> Path:

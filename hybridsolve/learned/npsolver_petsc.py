@@ -15,9 +15,13 @@ By options, after ``opts = register_mesh("mine", V, dirichlet_dofs)``::
 
     -ksp_type fcg -ksp_fcg_mmax 30
     -pc_type python -pc_python_type hybridsolve.learned.npsolver_petsc.NPSolverPC
-    -pc_npsolver_model npsolver.safetensors  -pc_npsolver_mesh memory:mine
+    -pc_npsolver_model npsolver2d|file  -pc_npsolver_mesh memory:mine|auto
     -pc_npsolver_fallback jacobi   -pc_npsolver_descent_tol 1e-4
     -pc_npsolver_smoother sor      -pc_npsolver_smooth_its 1   # "none": the network alone
+
+``-pc_npsolver_mesh auto`` (the default) takes the mesh from a system of our DOLFINx families
+(``hybridsolve solve --family cutsquare --method npsolver``): their matrices carry their P1
+problem.
 
 By default one application is the two-level cycle of :mod:`~hybridsolve.learned.cycle` (an SSOR
 sweep, the network on the remaining residual with its A-norm step, an SSOR sweep): the network
@@ -147,8 +151,10 @@ class MeshInputs:
             scale = float(np.sqrt(np.mean(full[~self.dmask] ** 2))) if (~self.dmask).any() else 0.0
             if scale > 0:
                 pts, btok = self.features(full / scale)
+                p0 = next(model.parameters())     # the model's device and dtype (a GPU: there)
                 with torch.no_grad():
-                    out = model(pts, btok).double().numpy() * scale
+                    y = model(pts.to(p0.device, p0.dtype), btok.to(p0.device, p0.dtype))
+                    out = y.double().cpu().numpy() * scale
             else:
                 out = np.zeros(self.n)
             out = np.ascontiguousarray(out)
@@ -198,8 +204,8 @@ class NPSolverPC(PythonPC):
 
     def __init__(self) -> None:
         super().__init__()
-        self.source: str | None = None
-        self.mesh_name: str | None = None
+        self.source: str | None = "npsolver2d"
+        self.mesh_name: str | None = "auto"
         self.model = None
         self.fallback_type = "jacobi"
         self.descent_tol = 1e-4
@@ -233,12 +239,26 @@ class NPSolverPC(PythonPC):
     def initialize(self, pc) -> None:
         A, P = pc.getOperators()
         comm = A.getComm().tompi4py()
-        if not self.mesh_name or not self.mesh_name.startswith("memory:") \
-                or self.mesh_name[7:] not in _MESHES:
-            raise InputError(f"-{self.prefix}pc_npsolver_mesh: give memory:<name> after "
+        mesh = self.mesh_name or "auto"
+        if mesh == "auto":
+            # a system of one of our DOLFINx families carries its P1 problem on the Mat
+            prob = A.getDict().get("hybridsolve.p1problem") if A.getType() != "python" else None
+            if prob is None:
+                raise InputError(f"-{self.prefix}pc_npsolver_mesh auto: this operator does not "
+                                 "come from a hybridsolve P1 family; give memory:<name> after "
+                                 "hybridsolve.learned.npsolver_petsc.register_mesh(name, V, "
+                                 "dofs)")
+            key = ("auto", id(prob))
+            if self.__dict__.get("_auto_key") != key:
+                self._auto = MeshInputs(prob.V, prob.bcs[0].dof_indices()[0])
+                self._auto_key = key
+            self.inputs = self._auto
+        elif mesh.startswith("memory:") and mesh[7:] in _MESHES:
+            self.inputs = _MESHES[mesh[7:]]
+        else:
+            raise InputError(f"-{self.prefix}pc_npsolver_mesh: auto or memory:<name> after "
                              "hybridsolve.learned.npsolver_petsc.register_mesh(name, V, dofs) "
                              f"(got {self.mesh_name!r}; registered: {sorted(_MESHES)})")
-        self.inputs = _MESHES[self.mesh_name[7:]]
         if self.inputs.n != A.getSize()[0] or tuple(self.inputs.range) != A.getOwnershipRange():
             raise InputError(f"NPSolverPC: the registered mesh has {self.inputs.n} dofs "
                              f"(rows {self.inputs.range} here), the operator {A.getSize()[0]} "

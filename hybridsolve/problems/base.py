@@ -115,6 +115,8 @@ class ProblemFamily(abc.ABC):
     tuning_context_range: ClassVar[tuple[float, float] | None] = None
     #: the matrix is the same for every system (only the right-hand side changes)
     fixed_matrix: ClassVar[bool] = False
+    #: every system has the same size and unknown layout (False: a new mesh per system)
+    fixed_size: ClassVar[bool] = True
 
     @property
     def fixed_pattern(self) -> bool:

@@ -136,6 +136,7 @@ class CutSquare(ProblemFamily):
                "Fourier source, Dirichlet/Neumann per boundary patch (NPSolver's data)")
     size_doc = "1/mesh size of the gmsh mesh"
     min_n = 8
+    fixed_size = False
     options = {
         "bc": FamilyOption("random", str, "fixed (all Dirichlet) or random (per patch)",
                            ("fixed", "random")),

@@ -185,6 +185,8 @@ class P1Problem:
         else:
             A = fp.assemble_matrix(self.a, bcs=self.bcs)
             A.getDict()["hybridsolve.form"] = self.a
+        # a mesh-aware PC (NPSolverPC with -pc_npsolver_mesh auto) finds the space here
+        A.getDict()["hybridsolve.p1problem"] = self
         A.assemble()
         return A, self.assemble_rhs()
 

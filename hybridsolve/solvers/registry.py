@@ -116,3 +116,11 @@ register_method("dcdm", {"ksp_type": "python", "ksp_python_type": "hybridsolve.l
                          "pc_torch_model": "dcdm2d", "pc_torch_mode": "gathered"},
                 "deep conjugate directions with the shipped 2-D network (TorchPC)", spd=True,
                 pc=False)
+# NPSolver (hybridsolve.learned.npsolver_petsc): the shipped mesh network as the coarse
+# correction of an SSOR cycle in FCG; the mesh comes with a system of our P1 families
+# (-pc_npsolver_mesh auto), any other code registers it (register_mesh)
+register_method("npsolver", {"ksp_type": "fcg", "ksp_fcg_mmax": 30, "pc_type": "python",
+                             "pc_python_type": "hybridsolve.learned.npsolver_petsc.NPSolverPC",
+                             "pc_npsolver_model": "npsolver2d", **_UNPREC},
+                "FCG with the shipped NPSolver network (2-D P1 meshes, cutsquare family)",
+                spd=True, pc=False)
