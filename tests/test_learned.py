@@ -473,3 +473,26 @@ def test_prepared_gpu_check_runs_its_cpu_part_and_torch_dcdm_matches_petsc(tmp_p
         assert row["torch_dcdm_residual"] <= float(tol.split()[1]), row
     if not torch.cuda.is_available():
         assert rep["device"] is None
+
+
+@pytest.mark.serial
+def test_dcdm_cycle_method_by_name_from_the_command_line(tmp_path):
+    """--method dcdm-cycle on 2 ranks: FCG(30) with the network in an SSOR cycle, the true
+    residual met, the view names the cycle, fewer iterations than ssor-pcg on the same systems."""
+    import json
+
+    from conftest import run_cli
+
+    its = {}
+    for method in ("dcdm-cycle", "ssor-pcg"):
+        out = tmp_path / f"{method}.json"
+        p = run_cli(["solve", "--family", "grid", "--n", "64", "--count", "2", "--opt", "obstacles=3",
+                     "--seed", "31", "--method", method, "--rtol", "1e-6", "--json", str(out)]
+                    + (["-ksp_view"] if method == "dcdm-cycle" else []), np_=2)
+        assert p.returncode == 0, p.stderr
+        res = json.loads(out.read_text())["results"]
+        assert all(r["true_residual"] <= 1.01e-6 for r in res), res
+        its[method] = sum(r["iterations"] for r in res)
+        if method == "dcdm-cycle":
+            assert "two-level cycle: smoother sor x1" in p.stdout
+    assert its["dcdm-cycle"] < 0.6 * its["ssor-pcg"], its
