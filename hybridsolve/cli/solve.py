@@ -28,6 +28,9 @@ def run_sequence(family, comm, *, prefix: str = "", rtol: float | None = None,
 
     def solve_one(system):
         nonlocal solver
+        if solver is not None and not family.fixed_size:   # a new mesh: a new KSP
+            solver.destroy()
+            solver = None
         if solver is None:
             solver = KrylovSolver(comm, prefix=prefix, options=system.default_options, rtol=rtol,
                                   method=method, omega=omega, sor_type=sor_type)
