@@ -35,23 +35,25 @@ def train(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for bc in args.bcs.split(","):
-        for loss in ("physics", "supervised", "residual"):
-            out = work / f"np_{bc}_{loss}.safetensors"
+        for spec in args.losses.split(","):
+            loss, _, k = spec.partition(":")
+            steps = int(k) if k else 40
+            out = work / f"np_{bc}_{loss}_{steps}.safetensors"
             cfg = NPTrainConfig(n=args.n, geometries=args.geometries, samples=args.samples,
                                 epochs=args.epochs, loss=loss, bc=bc, heldout=args.heldout,
-                                threads=1, out=str(out), seed=args.seed)
+                                threads=1, out=str(out), seed=args.seed, steps=steps)
             s = train_npsolver(cfg, progress=False, epoch_lines=False)
             ev = s["heldout"]
-            rows.append([bc, loss, s["samples"], cfg.epochs, f"{s['loss_history'][-1]:.4g}",
+            rows.append([bc, f"{loss} (K = {steps})" if loss == "physics" else loss, s["samples"], cfg.epochs, f"{s['loss_history'][-1]:.4g}",
                          f"{ev['rel_l2_mean']:.4f}", f"{ev['rel_l2_max']:.4f}", f"{s['time']:.0f}"])
             print(rows[-1], flush=True)
-    write_table("npsolver_training", "NPSolver: label-free vs supervised vs residual loss",
+    write_table(args.name, "NPSolver: label-free vs supervised vs residual loss",
                 ["boundary conditions", "loss", "samples", "epochs", "final training loss",
                  "held-out rel. L2 (mean)", "held-out rel. L2 (max)", "training time [s]"], rows,
                 notes=(f"cutsquare meshes (mesh size 1/{args.n}, {args.geometries} training "
                        f"geometries, seed {args.seed}), the same {args.samples} samples (geometry, "
                        "Dirichlet/Neumann per patch, Fourier source) for every loss; physics = "
-                       "RMSE to 40 Jacobi-PCG steps from the prediction (no gradient, float64); "
+                       "RMSE to K Jacobi-PCG steps from the prediction (no gradient, float64); "
                        "supervised = RMSE to the direct solution of the same samples; residual = "
                        "||b - Ap|| / ||b||. Held-out: "
                        f"{args.heldout} samples on geometries of another seed; relative L2 error "
@@ -259,6 +261,9 @@ def main(argv=None) -> None:
     t.add_argument("--bcs", default="random,fixed")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--workdir", default="npsolver_models")
+    t.add_argument("--losses", default="physics,supervised,residual",
+                   help="losses, physics:K for K PCG steps in the target (default K = 40)")
+    t.add_argument("--name", default="npsolver_training")
     s = sub.add_parser("solve")
     s.add_argument("--model", required=True)
     s.add_argument("--sizes", default="16,24")
