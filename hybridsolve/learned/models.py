@@ -288,7 +288,7 @@ def load_model(path_or_name: str | os.PathLike, **overrides: Any) -> nn.Module:
     config.update(overrides)
     kind = config.pop("kind", "DCDMNet")
     if kind == "NPSolverNet" and kind not in _KINDS:   # a mesh model: its own module
-        from hybridsolve.learned.npsolver import NPSolverNet
+        from hybridsolve.learned.meshnets import NPSolverNet
 
         _KINDS[kind] = NPSolverNet
     if kind not in _KINDS:

@@ -122,20 +122,10 @@ class MeshInputs:
 
     def features(self, f: np.ndarray):
         """Rank 0: the network's inputs for the nodal source ``f`` (global order)."""
-        import torch
+        from hybridsolve.learned.meshnets import mesh_features
 
-        from hybridsolve.learned.npsolver import FOURIER
-
-        x, y = self.coords[:, 0], self.coords[:, 1]
-        k = np.arange(1, FOURIER + 1)
-        four = np.concatenate([np.sin(np.pi * np.outer(x, k)), np.cos(np.pi * np.outer(x, k)),
-                               np.sin(np.pi * np.outer(y, k)), np.cos(np.pi * np.outer(y, k))],
-                              axis=1)
-        pts = np.concatenate([self.coords, four, f[:, None], self.dmask[:, None],
-                              self.neumann[:, None]], axis=1)
-        d = self.bdir.astype(float)
-        btok = np.concatenate([self.bmid, self.bnormal, d[:, None], 1 - d[:, None]], axis=1)
-        return torch.from_numpy(pts).float(), torch.from_numpy(btok).float()
+        return mesh_features(self.coords, f, self.dmask, self.neumann, self.bmid, self.bnormal,
+                             self.bdir)
 
     def apply(self, model, r_owned: np.ndarray) -> np.ndarray:
         """The network's correction for the owned part of a load vector (collective)."""
