@@ -187,6 +187,7 @@ def test_cutsquare_family_builds_a_mesh_per_system_on_any_rank_count(comm):
     assert_all(comm, sizes == serial and len(set(sizes)) > 1, f"{sizes} vs {serial}")
 
 
+@pytest.mark.serial
 def test_cutsquare_refuses_a_pure_neumann_problem_and_bad_options():
     fam = get_family("cutsquare", 12, count=1, seed=0)
     p = fam.params(0).copy()
