@@ -314,8 +314,11 @@ def _interrupt(np_: int, target: str) -> tuple[int, str]:
            "--count", "100", "--method", "sor", "--omega", "1.0", "--seed", tag]
     if np_ > 1:
         cmd = [str(BIN / "mpiexec"), "-n", str(np_), *cmd]
+    # a shell that starts a job in the background (``cmd &``, as a CI runner may) leaves SIGINT
+    # ignored for it and its children; a user at a terminal has it delivered: reset it
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+                         env=dict(os.environ, OMP_NUM_THREADS="1"),
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in p.stdout:              # the table's header: the solves have started
             if line.startswith("system"):
