@@ -66,14 +66,15 @@ def _learned_counts(r) -> tuple[int, int, int]:
             int(t.get("sign_flips", 0)))
 
 
-def run_case(comm, dim, n, tol, models, obstacles, seed, max_it, layouts):
+def run_case(comm, dim, n, tol, models, obstacles, seed, max_it, layouts, only=None):
     """Every method on ``layouts`` obstacle layouts (systems 1..layouts of the seed); per method
     the per-layout results."""
     fam = get_family("grid", n, count=layouts + 1, seed=seed, dim=dim, obstacles=obstacles)
     s0 = fam.system(0, comm)
     out: dict[str, list] = {}
     solvers = {name: KrylovSolver(comm, options=opts, rtol=tol, max_it=max_it)
-               for name, opts in methods(models).items()}
+               for name, opts in methods(models).items()
+               if only is None or name == "ICC-PCG" or any(o in name for o in only)}
     for i in range(1, layouts + 1):
         s1 = fam.system(i, comm)
         # deflated CG's first solve: the other system's source, zero on this matrix's solid
@@ -116,6 +117,8 @@ def main(argv=None) -> None:
     p.add_argument("--generalise", action="store_true",
                    help="also 10 obstacles (training: 3) at the 2-D sizes")
     p.add_argument("--name", default="dcdm")
+    p.add_argument("--methods", default="", help="only the methods whose names contain one of "
+                   "these comma-separated strings (ICC-PCG always: the ratio column)")
     args = p.parse_args(argv)
     comm = MPI.COMM_WORLD
     print(machine())
@@ -128,7 +131,9 @@ def main(argv=None) -> None:
     table = []
     for dim, n, models, obst in cases:
         for tol in tols:
-            res = run_case(comm, dim, n, tol, models, obst, args.seed, args.max_it, args.layouts)
+            only = [m for m in args.methods.split(",") if m] or None
+            res = run_case(comm, dim, n, tol, models, obst, args.seed, args.max_it, args.layouts,
+                           only)
             icc = np.mean([r[0] for r in res["ICC-PCG"]])
             for name, rs in res.items():
                 its = np.array([r[0] for r in rs], dtype=float)
