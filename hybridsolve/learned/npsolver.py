@@ -37,7 +37,7 @@ from hybridsolve.errors import InputError
 from hybridsolve.learned.meshnets import NPSolverNet, mesh_features
 from hybridsolve.learned.physics import SystemBatch, residual_loss, supervision_loss
 
-__all__ = ["Geometry", "sample_system", "NPSolverNet", "NPTrainConfig", "train_npsolver",
+__all__ = ["Geometry", "boundary_facets", "sample_system", "NPSolverNet", "NPTrainConfig", "train_npsolver",
            "evaluate", "point_features"]
 
 @dataclass
@@ -66,6 +66,7 @@ class Geometry:
         import dolfinx.fem.petsc
         import ufl
 
+        from hybridsolve.la.petsc import gather_csr_canonical
         from hybridsolve.problems.cutsquare import facet_patches
 
         if mesh.comm.size != 1:
@@ -76,8 +77,7 @@ class Geometry:
         def csr(form):
             A = dolfinx.fem.petsc.assemble_matrix(dolfinx.fem.form(form))
             A.assemble()
-            ip, ix, vals = A.getValuesCSR()
-            out = sp.csr_matrix((vals.copy(), ix.copy(), ip.copy()), shape=A.getSize())
+            out = gather_csr_canonical(A, np.arange(A.getSize()[0]))
             A.destroy()
             return out
 
@@ -86,27 +86,33 @@ class Geometry:
         coords = V.tabulate_dof_coordinates()[:, :2].copy()
         facets, patch = facet_patches(mesh, np.asarray(geom_params)) if facets_patch is None \
             else facets_patch
-        tdim = mesh.topology.dim
-        mesh.topology.create_connectivity(tdim - 1, 0)
-        mesh.topology.create_connectivity(tdim, 0)
-        mesh.topology.create_connectivity(tdim - 1, tdim)
-        c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, 3)
-        v2dof = np.empty(c2v.max() + 1, dtype=np.int64)
-        v2dof[c2v.reshape(-1)] = V.dofmap.list.reshape(-1)
-        f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, 2)
-        fd = v2dof[f2v[facets]]
-        a, b = coords[fd[:, 0]], coords[fd[:, 1]]
-        mid = 0.5 * (a + b)
-        t = b - a
-        nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
-        nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
-        f2c = mesh.topology.connectivity(tdim - 1, tdim)
-        cells = np.array([f2c.links(f)[0] for f in facets])
-        centroid = coords[v2dof[c2v[cells]]].mean(axis=1)
-        flip = np.einsum("ij,ij->i", nrm, mid - centroid) < 0
-        nrm[flip] *= -1
+        fd, mid, nrm = boundary_facets(V, facets)
         return cls(coords=coords, K=K, M=M, facets=fd, mid=mid, normal=nrm,
                    patch=np.asarray(patch, dtype=np.int64), params=np.asarray(geom_params))
+
+
+def boundary_facets(V, facets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For local boundary facets of a 2-D P1 space's mesh: the local dofs of each facet's two
+    vertices (nb, 2), its midpoint and its outward unit normal (nb, 2) (away from its cell)."""
+    mesh = V.mesh
+    tdim = mesh.topology.dim
+    for a, b in ((tdim - 1, 0), (tdim, 0), (tdim - 1, tdim)):
+        mesh.topology.create_connectivity(a, b)
+    coords = V.tabulate_dof_coordinates()[:, :2]
+    c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, 3)
+    v2dof = np.empty(c2v.max() + 1, dtype=np.int64)
+    v2dof[c2v.reshape(-1)] = V.dofmap.list.reshape(-1)
+    f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, 2)
+    fd = v2dof[f2v[facets]]
+    a, b = coords[fd[:, 0]], coords[fd[:, 1]]
+    mid, t = 0.5 * (a + b), b - a
+    nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
+    f2c = mesh.topology.connectivity(tdim - 1, tdim)
+    cells = np.array([f2c.links(f)[0] for f in facets], dtype=np.int64)
+    cen = coords[v2dof[c2v[cells]]].mean(axis=1) if len(cells) else np.zeros((0, 2))
+    nrm[np.einsum("ij,ij->i", nrm, mid - cen) < 0] *= -1
+    return fd, mid, nrm
 
 
 def sample_system(geo: Geometry, flags: np.ndarray, coeffs: np.ndarray):

@@ -75,25 +75,12 @@ class MeshInputs:
 
         ml = lumped_mass(V)   # row sums of the P1 mass matrix, owned and ghost dofs
         # boundary facets owned here
-        tdim = 2
-        mesh.topology.create_connectivity(tdim - 1, tdim)
-        mesh.topology.create_connectivity(tdim - 1, 0)
-        mesh.topology.create_connectivity(tdim, 0)
+        from hybridsolve.learned.npsolver import boundary_facets
+
+        mesh.topology.create_connectivity(1, 2)
         facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-        facets = facets[facets < mesh.topology.index_map(tdim - 1).size_local]
-        c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, 3)
-        v2dof = np.empty(c2v.max() + 1, dtype=np.int64)
-        v2dof[c2v.reshape(-1)] = V.dofmap.list.reshape(-1)
-        f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, 2)
-        fd = v2dof[f2v[facets]]
-        a, b = coords[fd[:, 0]], coords[fd[:, 1]]
-        mid, t = 0.5 * (a + b), b - a
-        nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
-        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
-        f2c = mesh.topology.connectivity(tdim - 1, tdim)
-        cells = np.array([f2c.links(f)[0] for f in facets], dtype=np.int64)
-        cen = coords[v2dof[c2v[cells]]].mean(axis=1) if len(cells) else np.zeros((0, 2))
-        nrm[np.einsum("ij,ij->i", nrm, mid - cen) < 0] *= -1
+        facets = facets[facets < mesh.topology.index_map(1).size_local]
+        fd, mid, nrm = boundary_facets(V, facets)
         fdir = dmask[fd].all(axis=1)
         own = slice(0, nown)
         gat = lambda arr: comm.gather(np.ascontiguousarray(arr), root=0)  # noqa: E731
@@ -179,9 +166,7 @@ def initial_guess(model, inputs: MeshInputs, b: PETSc.Vec, x: PETSc.Vec) -> None
     bad = inputs.comm.allreduce(not np.isfinite(z).all(), op=MPI.LOR)
     if bad:
         raise CollectiveError("NPSolver initial guess: the network returned NaN/Inf")
-    x.getArray()[:] = z
-    # the Dirichlet rows of a DOLFINx system hold b there (u = g): keep them exact
-    x.getArray()[inputs.owned_dmask] = b.getArray(readonly=True)[inputs.owned_dmask]
+    x.getArray()[:] = z      # the Dirichlet rows hold b there (MeshInputs.apply): u = g exact
 
 
 class NPSolverPC(PythonPC):
