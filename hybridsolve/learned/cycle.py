@@ -18,7 +18,25 @@ import numpy as np
 from hybridsolve.errors import InputError
 from hybridsolve.stack import PETSc
 
-__all__ = ["TwoLevelCycle"]
+__all__ = ["TwoLevelCycle", "classical_pc"]
+
+
+def classical_pc(A: PETSc.Mat, P: PETSc.Mat, kind: str, prefix: str) -> PETSc.PC:
+    """A set-up PETSc PC of type ``kind`` on (A, P), its options under ``prefix``: the
+    learned PCs' fallbacks and smoothers. An unknown type is an :class:`InputError` naming the
+    option (``-<prefix without its trailing _>``)."""
+    pc = PETSc.PC().create(A.getComm())
+    pc.setOptionsPrefix(prefix)
+    try:
+        pc.setType(kind)
+    except PETSc.Error:
+        pc.destroy()
+        raise InputError(f"-{prefix[:-1]}: {kind!r} is not a PETSc PC type (e.g. sor, jacobi, "
+                         "icc)") from None
+    pc.setOperators(A, P)
+    pc.setFromOptions()
+    pc.setUp()
+    return pc
 
 
 class TwoLevelCycle:
@@ -28,17 +46,7 @@ class TwoLevelCycle:
     def __init__(self, A: PETSc.Mat, P: PETSc.Mat, kind: str, its: int, prefix: str) -> None:
         if its < 1:
             raise InputError(f"-{prefix[:-1]}_its: >= 1, got {its}")
-        sm = PETSc.PC().create(A.getComm())
-        sm.setOptionsPrefix(prefix)
-        try:
-            sm.setType(kind)
-        except PETSc.Error:
-            sm.destroy()
-            raise InputError(f"-{prefix[:-1]}: {kind!r} is not a PETSc PC type (e.g. sor, "
-                             "jacobi, icc)") from None
-        sm.setOperators(A, P)
-        sm.setFromOptions()
-        sm.setUp()
+        sm = classical_pc(A, P, kind, prefix)
         self.kind, self.its, self.A, self.smoother = kind, its, A, sm
         self.t, self.u, self.v = A.createVecLeft(), A.createVecLeft(), A.createVecLeft()
 

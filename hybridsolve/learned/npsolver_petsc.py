@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
-from hybridsolve.learned.cycle import TwoLevelCycle
+from hybridsolve.learned.cycle import TwoLevelCycle, classical_pc
 from hybridsolve.parallel import collective_call
 from hybridsolve.solvers.base import PythonPC
 from hybridsolve.stack import MPI, PETSc
@@ -247,13 +247,8 @@ class NPSolverPC(PythonPC):
             self._fallback.destroy()
             self._fallback = None
         if self.fallback_type != "none":
-            fb = PETSc.PC().create(comm)
-            fb.setOptionsPrefix(self.prefix + "pc_npsolver_fallback_")
-            fb.setType(self.fallback_type)
-            fb.setOperators(A, P)
-            fb.setFromOptions()
-            fb.setUp()
-            self._fallback = fb
+            self._fallback = classical_pc(A, P, self.fallback_type,
+                                          self.prefix + "pc_npsolver_fallback_")
         if self._cycle is not None:
             self._cycle.destroy()
             self._cycle = None

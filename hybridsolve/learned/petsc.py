@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
-from hybridsolve.learned.cycle import TwoLevelCycle
+from hybridsolve.learned.cycle import TwoLevelCycle, classical_pc
 from hybridsolve.parallel import collective_call
 from hybridsolve.solvers.base import PythonKSP, PythonPC
 from hybridsolve.stack import MPI, PETSc
@@ -257,13 +257,8 @@ class TorchPC(PythonPC):
             self._fallback.destroy()
             self._fallback = None
         if self.fallback_type != "none":
-            fb = PETSc.PC().create(comm)
-            fb.setOptionsPrefix(self.prefix + "pc_torch_fallback_")
-            fb.setType(self.fallback_type)
-            fb.setOperators(A, P)
-            fb.setFromOptions()
-            fb.setUp()
-            self._fallback = fb
+            self._fallback = classical_pc(A, P, self.fallback_type,
+                                          self.prefix + "pc_torch_fallback_")
         if self._cycle is not None:
             self._cycle.destroy()
             self._cycle = None
