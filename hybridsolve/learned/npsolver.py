@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -257,7 +257,8 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
     times). The model file carries its configuration, the training facts and the held-out
     error; ``<out>.state.pt`` the optimizer state for a resume. ``progress``: a tqdm bar;
     otherwise (``epoch_lines``) one plain line per epoch (batch logs)."""
-    from hybridsolve.learned.models import load_weights, save_model
+    from hybridsolve.learned.models import save_model
+    from hybridsolve.learned.training import config_key, cosine_lr, resume, save_state
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -275,20 +276,10 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
     t_data = time.perf_counter() - t0
     model = NPSolverNet(cfg.width, cfg.blocks, cfg.heads, cfg.slices, cfg.bslices)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    cfg_json = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
-                          sort_keys=True)
+    cfg_json = config_key(cfg)
     start, history = 0, []
-    if state_path.exists() and out.exists():
-        try:
-            st = torch.load(str(state_path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputError(f"{state_path} is not a training state this version can read ({e}); "
-                             "remove it (and the model file) or choose another --out") from e
-        if st.get("config") != cfg_json:
-            raise InputError(f"{state_path} belongs to another training configuration: remove "
-                             "it (and the model file) or choose another --out")
-        load_weights(model, out)
-        opt.load_state_dict(st["optimizer"])
+    st = resume(state_path, out, cfg_json, model, opt)
+    if st is not None:
         start, history = int(st["epoch"]), [float(h) for h in st["history"]]
         rng = np.random.default_rng(cfg.seed + 7919 * start)
         log(f"train npsolver: resuming after epoch {start}")
@@ -298,9 +289,7 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
 
         bar = tqdm(total=cfg.epochs, initial=start, desc="train npsolver", unit="epoch")
     for epoch in range(start, cfg.epochs):
-        lr = float(cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / cfg.epochs))))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        cosine_lr(opt, cfg.lr, epoch, cfg.epochs)
         model.train()
         order = rng.permutation(len(train))
         tot, cnt = 0.0, 0
@@ -330,9 +319,7 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
         history.append(float(tot / cnt))
         ev = evaluate(model, held_geos, held)
         save_model(model, out, train=json.loads(cfg_json), history=history, heldout=ev)
-        torch.save({"config": cfg_json, "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                    "history": history}, str(state_path) + ".tmp")
-        Path(str(state_path) + ".tmp").replace(state_path)
+        save_state(state_path, cfg_json, opt, epoch + 1, history)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]:.3g}", heldout=f"{ev['rel_l2_mean']:.3f}")

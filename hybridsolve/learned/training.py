@@ -144,6 +144,58 @@ def _torch_csr(A: sp.csr_matrix, dtype):
                                        check_invariants=False)
 
 
+def config_key(cfg) -> str:
+    """A training configuration as the text a checkpoint is matched against (the output path
+    and the thread count do not change what is trained)."""
+    return json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
+                      sort_keys=True)
+
+
+def resume(state_path: Path, out: Path, key: str, model, opt) -> dict | None:
+    """The checkpoint of a stopped run with configuration ``key`` (weights loaded into
+    ``model`` from ``out``, optimizer state into ``opt``), or None when there is none. A state
+    of another configuration, or one this version cannot read, is an :class:`InputError`."""
+    from hybridsolve.learned.models import load_weights
+
+    if not (state_path.exists() and out.exists()):
+        return None
+    try:
+        st = torch_load(state_path)
+    except Exception as e:
+        raise InputError(f"{state_path} is not a training state this version can read ({e}); "
+                         "remove it (and the model file) or choose another --out") from e
+    if st.get("config") != key:
+        raise InputError(f"{state_path} belongs to another training configuration: remove "
+                         "it (and the model file) or choose another --out")
+    load_weights(model, out)
+    opt.load_state_dict(st["optimizer"])
+    return st
+
+
+def save_state(state_path: Path, key: str, opt, epoch: int, history: list, **extra) -> None:
+    """Write the checkpoint after ``epoch`` epochs atomically (Python floats: a weights_only
+    load refuses NumPy scalars)."""
+    import torch
+
+    torch.save({"config": key, "optimizer": opt.state_dict(), "epoch": epoch,
+                "history": [float(h) for h in history], **extra}, str(state_path) + ".tmp")
+    Path(str(state_path) + ".tmp").replace(state_path)
+
+
+def torch_load(path: Path) -> dict:
+    import torch
+
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def cosine_lr(opt, base: float, epoch: int, epochs: int) -> float:
+    """Set the cosine learning rate of ``epoch`` (from ``base`` down to ``base``/20)."""
+    lr = float(base * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / max(epochs, 1)))))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    return lr
+
+
 def coupled_mask(A: sp.csr_matrix) -> np.ndarray:
     """1 on rows that couple to other unknowns, 0 on decoupled (diagonal-only) rows: where
     :class:`~hybridsolve.learned.petsc.TorchPC` zeroes the model's output (``-pc_torch_mask``)."""
@@ -240,34 +292,20 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         load_weights(model, cfg.init)   # a mismatch (another architecture) is an InputError
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start, history = 0, []
-    cfg_json = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("out", "threads")},
-                          sort_keys=True)
-    if state_path.exists() and out.exists():
-        try:
-            st = torch.load(str(state_path), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise InputError(f"{state_path} is not a training state this version can read ({e}); "
-                             "remove it (and the model file) or choose another --out") from e
-        if st.get("config") == cfg_json:
-            load_weights(model, out)
-            opt.load_state_dict(st["optimizer"])
-            start, history = int(st["epoch"]), list(st["history"])
-            if "generator" in st:
-                gen.set_state(st["generator"])
-            log(f"train dcdm: resuming after epoch {start}")
-        else:
-            raise InputError(f"{state_path} belongs to another training configuration: remove "
-                             "it (and the model file) or choose another --out")
+    cfg_json = config_key(cfg)
+    st = resume(state_path, out, cfg_json, model, opt)
+    if st is not None:
+        start, history = int(st["epoch"]), [float(h) for h in st["history"]]
+        if "generator" in st:
+            gen.set_state(st["generator"])
+        log(f"train dcdm: resuming after epoch {start}")
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.epochs, initial=start, desc="train dcdm", unit="epoch")
     for epoch in range(start, cfg.epochs):
-        # a Python float: the optimizer state goes into a weights_only checkpoint
-        lr = float(cfg.lr * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * epoch / max(cfg.epochs, 1)))))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        cosine_lr(opt, cfg.lr, epoch, cfg.epochs)
         # one matrix per batch (the loss needs its A), every sample once, batches shuffled
         batches = [(m, idx) for m in range(len(mats))
                    for idx in np.array_split(rng.permutation(per), max(1, -(-per // cfg.batch)))]
@@ -291,9 +329,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                                                                      cfg.batch, gen)
         _orient(model, probe, shape)
         save_model(model, out, train=json.loads(cfg_json), history=history)
-        torch.save({"config": cfg_json, "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                    "history": history, "generator": gen.get_state()}, str(state_path) + ".tmp")
-        Path(str(state_path) + ".tmp").replace(state_path)
+        save_state(state_path, cfg_json, opt, epoch + 1, history, generator=gen.get_state())
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{history[-1]:.4f}")
