@@ -14,11 +14,12 @@ import dolfinx  # noqa: E402
 import dolfinx.fem  # noqa: E402
 
 from hybridsolve.errors import InputError, SolverError  # noqa: E402
-from hybridsolve.movement import (MOVERS, ConstantMonitor, GradientMonitor,  # noqa: E402
+from hybridsolve.movement import (MOVERS, CallableMonitor, ConstantMonitor, GradientMonitor,  # noqa: E402
                                   HessianMonitor, MeshTanglingError, MongeAmpereMover, MoveReason,
                                   Mover, MoveStop, Outcome, RingMonitor, create_mover,
                                   gather_cells, get_mover, mesh_quality, mover_names, plot_meshes,
                                   recover_hessian, register_mover, write_mesh)
+from hybridsolve.problems.fem import gmsh_domain  # noqa: E402
 from conftest import assert_all, run_cli  # noqa: E402
 
 RING = dict(alpha=10.0, beta=100.0, radius=0.3)
@@ -176,7 +177,8 @@ def test_curved_boundary_refused_unless_pinned(comm):
 def test_tangling_is_an_error_and_mesh_untouched(comm):
     mesh = square(comm, 10)
     x0 = mesh.geometry.x.copy()
-    mover = MongeAmpereMover(mesh, RingMonitor(2000, 300, 0.3), pseudo_dt=50.0, max_halvings=0)
+    mover = MongeAmpereMover(mesh, RingMonitor(2000, 300, 0.3), pseudo_dt=50.0, max_halvings=0,
+                             tangling="refuse")
     with pytest.raises(MeshTanglingError, match="invert") as err:
         mover.move()
     assert err.value.result.reason == MoveReason.DIVERGED_TANGLING
@@ -188,6 +190,73 @@ def test_tangling_is_an_error_and_mesh_untouched(comm):
     assert res.quality == res.quality_before and res.quality["inverted"] == 0
     assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a tangled move changed the mesh")
     assert_all(comm, not np.any(mover.phi.x.array), "the tangled iterate stayed as warm start")
+
+
+FRONT = CallableMonitor(lambda x: 1 + 10 * np.exp(-200 * (x[0] + 0.3 * np.sin(4 * x[1]) - 0.5) ** 2),
+                        "front")
+
+
+@pytest.mark.parametrize("variant", ["relaxation", "newton"])
+def test_lshape_front_is_adapted_not_refused(comm, variant):
+    """Issue 16's case: the map folds next to the re-entrant corner; the default repairs it
+    locally (an untangled mesh, sigma/mu more than halved, the repair reported), ``refuse``
+    leaves the mesh as it was."""
+    mesh = gmsh_domain(comm, "lshape", 24)
+    x0 = mesh.geometry.x.copy()
+    if variant == "relaxation":  # (Newton refuses as well, after minutes of line searches)
+        refusing = MongeAmpereMover(mesh, FRONT, variant=variant, rtol=1e-6, tangling="refuse")
+        res = refusing.move(raise_on_fail=False)
+        assert res.reason == MoveReason.DIVERGED_TANGLING and not res.moved
+        assert_all(comm, np.array_equal(mesh.geometry.x, x0), "a refused move changed the mesh")
+    mover = MongeAmpereMover(mesh, FRONT, variant=variant, rtol=1e-6)
+    res = mover.move()
+    rep = res.info["repair"]
+    assert res.reason == MoveReason.CONVERGED_REPAIRED and res.moved, res.summary()
+    assert rep["inverted_before"] > 0 and rep["inverted"] == 0 and 0 < rep["vertices"] < 200
+    q, q0 = res.quality, res.quality_before
+    assert q["inverted"] == 0 and q["min_jacobian"] > 0
+    assert q["equidistribution_cv"] < 0.5 * q0["equidistribution_cv"], (q0, q)
+    # vertices far from the corner keep the converged map: the repair is local
+    g = mover.whole_mesh()
+    assert_all(comm, mover.count_inverted(mover.space.coords()) == 0, "repaired mesh tangled")
+    assert g.n > 4 * rep["vertices"]
+
+
+def test_untangle_repairs_a_fold_and_reports_what_it_cannot(comm):
+    """The local untangler on its own: a vertex dragged across its neighbours is put back inside;
+    with every vertex fixed nothing can be done and the report says so."""
+    from hybridsolve.movement.untangle import signed_measure, untangle
+
+    n = 12
+    g = np.linspace(0, 1, n + 1)
+    xi = np.array([(a, b) for b in g for a in g])
+    cells = []
+    for j in range(n):
+        for i in range(n):
+            v = j * (n + 1) + i
+            cells += [(v, v + 1, v + n + 2), (v, v + n + 2, v + n + 1)]
+    cells = np.array(cells)
+    proj = np.broadcast_to(np.eye(2), (len(xi), 2, 2)).copy()
+    edge = np.isclose(xi, 0) | np.isclose(xi, 1)
+    for k in range(len(xi)):
+        for c in range(2):
+            if edge[k, c]:
+                proj[k] -= np.outer(np.eye(2)[c], np.eye(2)[c])
+    x = xi.copy()
+    mid = 6 * (n + 1) + 6
+    x[mid] += (0.2, 0.15)                         # past its neighbours: several cells fold
+    sign = np.sign(signed_measure(cells, xi))
+    assert np.count_nonzero(signed_measure(cells, x) * sign <= 0) > 0
+    y, rep = untangle(cells, x, xi, proj)
+    assert rep.inverted_before > 0 and rep.inverted == 0
+    assert np.all(signed_measure(cells, y) * sign > 0)
+    far = np.linalg.norm(xi - xi[mid], axis=1) > 0.45
+    assert np.array_equal(y[far], x[far])         # outside the patch nothing moved
+    assert np.count_nonzero(np.any(y != x, axis=1)) <= rep.vertices
+    on_edge = edge.any(axis=1)
+    assert np.allclose(y[on_edge][edge[on_edge]], xi[on_edge][edge[on_edge]])  # stays on its side
+    y, rep = untangle(cells, x, xi, np.zeros_like(proj), max_rings=4)
+    assert rep.inverted > 0
 
 
 def test_iteration_limit_raises_or_returns(comm):
@@ -339,6 +408,9 @@ def test_example_moving_mesh_simulation(tmp_path, np_):
     assert "error reduction by moving the mesh" in out.stdout
     assert "mover monge-ampere-newton" in out.stdout and "nobody used" not in out.stdout
     assert (tmp_path / "moving_mesh_final.png").exists()
+    out = run("-mover_type", "dmm")      # a learned mover by the same one option (issue 16)
+    assert out.returncode == 0, out.stderr
+    assert "mover dmm" in out.stdout and "nobody used" not in out.stdout
     if np_ == 1:
         bad = run("-mover_type", "monge-ampre")
         assert bad.returncode != 0 and "did you mean 'monge-ampere'" in bad.stderr + bad.stdout

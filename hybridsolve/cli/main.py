@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     src = mv.add_mutually_exclusive_group(required=True)
     src.add_argument("--mesh", type=Path, help="XDMF mesh file (mesh named 'mesh', or --mesh-name)")
     src.add_argument("--square", type=int, metavar="N", help="an N x N unit-square triangle mesh")
-    src.add_argument("--domain", help="a gmsh domain: lshape, square_hole (with --n)")
+    src.add_argument("--domain", help="a gmsh domain: lshape, square_hole, slot (with --n)")
     mv.add_argument("--mesh-name", default="mesh", help="mesh name in the XDMF file (default mesh)")
     mv.add_argument("--n", type=int, default=20, help="mesh size 1/n of --domain (default 20)")
     mv.add_argument("--monitor", default="ring",
@@ -184,8 +184,10 @@ def _parser() -> argparse.ArgumentParser:
                          "(default ring)")
     mv.add_argument("--monitor-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="monitor parameter, repeatable: alpha, beta, radius, center=cx,cy")
-    mv.add_argument("--mover", default=None, help="mover by name (default: -mover_type, else "
-                                                  "monge-ampere)")
+    mv.add_argument("--mover", default=None, help="mover by name: monge-ampere, dmm (default: "
+                                                  "-mover_type, else monge-ampere)")
+    mv.add_argument("--model", default=None,
+                    help="a learned mover's weights file or shipped name (default: its own)")
     mv.add_argument("--variant", default="relaxation", choices=["relaxation", "newton"])
     mv.add_argument("--rtol", type=float, default=1e-8, help="relative MA residual (default 1e-8)")
     mv.add_argument("--max-it", type=int, default=1000, help="iteration limit (default 1000)")

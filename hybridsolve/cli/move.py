@@ -58,16 +58,29 @@ def _monitor_from_args(args: argparse.Namespace):
 def make_mover(args: argparse.Namespace, mesh, monitor):
     """The mover the command line asks for (``--mover``, else ``-mover_type``, else
     Monge-Ampere), on ``mesh`` with ``monitor``."""
-    from hybridsolve.movement import create_mover
+    from hybridsolve.movement import create_mover, get_mover
+    from hybridsolve.movement.learned import LearnedMover
+    from hybridsolve.stack import PETSc
 
-    return create_mover(args.mover, mesh, monitor, variant=args.variant, rtol=args.rtol,
-                        max_it=args.max_it, pinned=True if args.pinned == "all" else None)
+    pinned = True if args.pinned == "all" else None
+    name = args.mover
+    if name is None:
+        opts = PETSc.Options("mover_")
+        name = opts.getString("type") if opts.hasName("type") else "monge-ampere"
+    kw = {}
+    if args.model is not None:
+        if not issubclass(get_mover(name), LearnedMover):
+            raise InputError(f"--model is for learned movers; {name!r} is not one")
+        kw["model"] = args.model
+    # (a learned mover hands variant/rtol/max_it to its classical fallback)
+    return create_mover(name, mesh, monitor, variant=args.variant, rtol=args.rtol,
+                        max_it=args.max_it, pinned=pinned, **kw)
 
 
 def cmd_move(args: argparse.Namespace, comm) -> int:
     """Move one mesh by a monitor and report/write the result."""
     from hybridsolve.movement import gather_cells, plot_meshes, write_mesh
-    from hybridsolve.movement import cell_metrics, mesh_quality
+    from hybridsolve.movement import MoveReason, cell_metrics, mesh_quality
     from hybridsolve.parallel import print0
 
     import dolfinx
@@ -88,8 +101,8 @@ def cmd_move(args: argparse.Namespace, comm) -> int:
     else:
         from hybridsolve.problems.fem import gmsh_domain
 
-        if args.domain not in ("lshape", "square_hole"):
-            raise InputError(f"unknown --domain {args.domain!r}: lshape or square_hole")
+        if args.domain not in ("lshape", "square_hole", "slot"):
+            raise InputError(f"unknown --domain {args.domain!r}: lshape, square_hole or slot")
         mesh = gmsh_domain(comm, args.domain, args.n)
     monitor = _monitor_from_args(args)
     before = gather_cells(mesh)[0]
@@ -97,11 +110,22 @@ def cmd_move(args: argparse.Namespace, comm) -> int:
     q0 = mesh_quality(mesh, mover.evaluate_monitor(monitor, mover.xi), space=mover.space,
                       reference_sign=mover.ref_sign)
     mover.reset()
+    what = f"rtol {mover.rtol:g}" if hasattr(mover, "rtol") else f"model {mover.model_name}"
     print0(f"moving {q0['cells']} cells on {comm.size} rank(s) by {monitor.name} "
-           f"({mover.method}, rtol {mover.rtol:g})", comm=comm)
+           f"({mover.method}, {what})", comm=comm)
     res = mover.move()
     q = res.info["quality"]
     print0(res.summary(), comm=comm)
+    if "fallback" in res.info:
+        print0(f"  fallback to {res.info['fallback']['to']}: {res.info['fallback']['why']}",
+               comm=comm)
+    elif res.reason == MoveReason.CONVERGED_BLENDED:
+        print0(f"  the model's mesh inverted {res.info['model_inverted']} cells: blended "
+               f"{res.info['blend']:.3f} of the way toward it", comm=comm)
+    if "repair" in res.info:
+        r = res.info["repair"]
+        print0(f"  repaired {r['inverted_before']} inverted cells locally ({r['vertices']} "
+               "vertices moved)", comm=comm)
     print0(f"  {'':22s} {'before':>10s} {'after':>10s}", comm=comm)
     for key in ("equidistribution_cv", "weighted_volume_ratio", "volume_ratio", "aspect_ratio_max",
                 "q_eq_max", "q_ali_max", "inverted"):

@@ -201,6 +201,8 @@ class VCycleNet(nn.Module):
 
 
 _KINDS = {"DCDMNet": DCDMNet, "VCycleNet": VCycleNet}
+#: model kinds defined in other modules (imported when a file of that kind is loaded)
+_ELSEWHERE = {"NPSolverNet": "hybridsolve.learned.meshnets", "DMMNet": "hybridsolve.learned.dmm"}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:
@@ -287,10 +289,10 @@ def load_model(path_or_name: str | os.PathLike, **overrides: Any) -> nn.Module:
             raise InputError(f"model file {path}: corrupt configuration metadata") from None
     config.update(overrides)
     kind = config.pop("kind", "DCDMNet")
-    if kind == "NPSolverNet" and kind not in _KINDS:   # a mesh model: its own module
-        from hybridsolve.learned.meshnets import NPSolverNet
+    if kind in _ELSEWHERE and kind not in _KINDS:   # models with their own module
+        import importlib
 
-        _KINDS[kind] = NPSolverNet
+        _KINDS[kind] = getattr(importlib.import_module(_ELSEWHERE[kind]), kind)
     if kind not in _KINDS:
         raise InputError(f"model file {path}: unknown model kind {kind!r}")
     try:

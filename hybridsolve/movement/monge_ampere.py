@@ -78,10 +78,23 @@ class MongeAmpereMover(Mover):
     ``phi`` persists between calls (a warm start for the next move in a time loop; ``reset()``
     forgets it). Options under the prefix (the command line wins over the arguments):
     ``-mover_variant``, ``-mover_rtol``, ``-mover_dtol``, ``-mover_max_it``, ``-mover_pseudo_dt``,
+    ``-mover_tangling``, ``-mover_repair_rings``,
     and the inner solvers' ``-mover_ksp_*``/``-mover_pc_*`` (Laplacian), ``-mover_hessian_*``,
     ``-mover_gradient_*``, ``-mover_newton_*``.
 
-    Reasons: ``CONVERGED_RTOL``; ``DIVERGED_MAX_IT``; ``DIVERGED_DTOL``; ``DIVERGED_TANGLING``
+    Folding (``tangling``, ``-mover_tangling``): on a non-convex domain the discrete map may
+    invert a few cells next to a re-entrant corner even where the iteration converges (the
+    corner singularity). ``"repair"`` (default) iterates as ``"refuse"`` does while that makes
+    progress; where it does not (relaxation: the step halvings are used up; Newton: no untangled
+    step, or 5 iterations of relaxation fallbacks without 1% progress) it lets iterates fold from
+    there on (``info["folds_from"]``; the equation lives on the computational mesh), and it
+    untangles the converged map locally
+    (:meth:`~hybridsolve.movement.mover.Mover.repair`: the inverted cells and
+    ``-mover_repair_rings`` layers around them; reason ``CONVERGED_REPAIRED``, what was done in
+    ``info["repair"]``); ``"refuse"`` halves steps that would fold and ends the move
+    (``DIVERGED_TANGLING``/``DIVERGED_STALL``) where that does not help.
+
+    Reasons: ``CONVERGED_RTOL``; ``CONVERGED_REPAIRED``; ``DIVERGED_MAX_IT``; ``DIVERGED_DTOL``; ``DIVERGED_TANGLING``
     (an iterate would invert cells and no halving is left, or theta <= 0); ``DIVERGED_STALL``
     (Newton: neither a Newton nor a halved relaxation step keeps the mesh untangled);
     ``DIVERGED_LINEAR_SOLVE``; ``DIVERGED_MONITOR``.
@@ -92,7 +105,7 @@ class MongeAmpereMover(Mover):
     def __init__(self, mesh: Any, monitor: Any = None, *, variant: str = "relaxation",
                  rtol: float = 1e-8, dtol: float = 2.0, max_it: int = 1000,
                  pseudo_dt: float = 0.1, ksp_rtol: float = 1e-10, max_halvings: int = 60,
-                 pinned: Any = None,
+                 tangling: str = "repair", pinned: Any = None,
                  curved_tol_deg: float = 20.0, prefix: str = "mover_") -> None:
         super().__init__(mesh, monitor, pinned=pinned, curved_tol_deg=curved_tol_deg,
                          prefix=prefix)
@@ -106,6 +119,9 @@ class MongeAmpereMover(Mover):
         self.max_it = int(self._opt("max_it", max_it, int))
         self.pseudo_dt = float(self._opt("pseudo_dt", pseudo_dt, float))
         self.max_halvings = int(max_halvings)
+        self.tangling = self._opt("tangling", tangling, str)
+        if self.tangling not in ("repair", "refuse"):
+            raise InputError(f"tangling must be 'repair' or 'refuse', not {self.tangling!r}")
         for name, v in (("rtol", self.rtol), ("dtol", self.dtol), ("pseudo_dt", self.pseudo_dt)):
             if not (np.isfinite(v) and v > 0):
                 raise InputError(f"{name} must be a positive number, not {v}")
@@ -301,6 +317,7 @@ class MongeAmpereMover(Mover):
     # -- the iterations ---------------------------------------------------------------------------
     def _solve(self, monitor: Monitor) -> Outcome:
         self._inner_its = 0
+        self._fold_ok, self._folds_from = False, None
         out = Outcome(info={"rtol": self.rtol})
         try:
             if self.variant == "newton":
@@ -310,7 +327,25 @@ class MongeAmpereMover(Mover):
         except MoveStop as stop:
             out.x, out.reason, out.message = None, stop.reason, str(stop)
         out.info["inner_iterations"] = self._inner_its
+        if self._folds_from is not None:
+            out.info["folds_from"] = self._folds_from
+        if out.x is not None and self.tangling == "repair" and self.count_inverted(out.x) > 0:
+            self.repair(monitor, out)
         return out
+
+    def _folds(self, x: np.ndarray) -> bool:
+        """Whether an iterate counts as tangled (inverts a cell) and must be avoided: always
+        under ``tangling="refuse"``; under ``"repair"`` until :meth:`_allow_folds`."""
+        return not self._fold_ok and self.count_inverted(x) > 0
+
+    def _allow_folds(self, out: Outcome | None, it: int) -> None:
+        """``tangling="repair"``: from iteration ``it`` on, iterates may fold (the equation
+        lives on the computational mesh; the converged map is repaired at the end)."""
+        if not self._fold_ok:
+            self._fold_ok = True
+            self._folds_from = it
+            log.info("  %4d no untangled step makes progress: iterates may fold from here "
+                     "(repaired at the end)", it)
 
     def _relaxation(self, monitor: Monitor, out: Outcome) -> None:
         """Forward-Euler pseudo-time stepping; fills ``out`` (x, reason, history, counters)."""
@@ -324,7 +359,7 @@ class MongeAmpereMover(Mover):
             out.iterations = it
             sp.set_coords(self.xi)
             x = self._coords_from_phi()
-            tangled = self.count_inverted(x) > 0
+            tangled = self._folds(x)
             if tangled and phi_prev is not None and halvings < self.max_halvings:
                 # the step was too long: go back and take half of it
                 self.phi.x.array[:] = phi_prev
@@ -336,7 +371,10 @@ class MongeAmpereMover(Mover):
                 sp.set_coords(self.xi)
                 self._recover_hessian()
                 continue
-            if tangled:
+            if tangled and self.tangling == "repair":
+                self._allow_folds(out, it)   # halving cannot keep it untangled: let it fold
+                dt, halvings = ceiling, 0
+            elif tangled:
                 self.check_tangling(x, it)
             res, r = self._residual(monitor, x)
             grow = grow + 1 if hist and res > hist[-1] else 0
@@ -420,7 +458,7 @@ class MongeAmpereMover(Mover):
         sp.set_coords(self.xi)
         self._recover_hessian()
         xt = self._coords_from_phi()
-        if self.count_inverted(xt) > 0:
+        if self._folds(xt):
             return None
         res_t, r_t = self._residual(monitor, xt)
         return res_t, r_t, xt, self.phi.x.array.copy(), self.H.x.array.copy()
@@ -466,10 +504,13 @@ class MongeAmpereMover(Mover):
             self.phi.x.array[:] = phi0 + lam * unit
             self._recover_hessian()
             xt = self._coords_from_phi()
-            if not self.count_inverted(xt) > 0:
+            if not self._folds(xt):
                 break
             lam *= 0.5
         else:
+            if self.tangling == "repair":  # no step keeps it untangled: let it fold
+                self._allow_folds(None, it)
+                return self._relaxation_step(monitor, r, phi0, H0, it)
             self.phi.x.array[:] = phi0
             self.H.x.array[:] = H0
             raise MoveStop(MoveReason.DIVERGED_STALL,
@@ -486,7 +527,8 @@ class MongeAmpereMover(Mover):
         it = 0
         sp.set_coords(self.xi)
         x = self._coords_from_phi()
-        self.check_tangling(x, 0)
+        if self._folds(x):
+            self.check_tangling(x, 0)
         res, r = self._residual(monitor, x)
         hist.append(res)
         while True:
@@ -526,6 +568,10 @@ class MongeAmpereMover(Mover):
                 out.info["relaxation_steps"] += 1
             hist.append(res)
             it += 1
+            if (self.tangling == "repair" and not self._fold_ok and it >= 5
+                    and out.info["relaxation_steps"] >= 5 and res > 0.99 * hist[-6]):
+                # the untangled constraint has held the residual for 5 iterations: let it fold
+                self._allow_folds(out, it)
             if res > self.dtol * hist[0]:
                 out.iterations = it
                 raise MoveStop(MoveReason.DIVERGED_DTOL,

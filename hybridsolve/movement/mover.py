@@ -172,6 +172,58 @@ class Mover:
         if bad:
             raise MoveStop(MoveReason.DIVERGED_TANGLING, _tangled(self, it, bad))
 
+    def whole_mesh(self) -> Any:
+        """The mesh gathered on rank 0 (:class:`~hybridsolve.movement.untangle.GlobalVertices`:
+        global vertex numbers, cells, boundary projectors, computational coordinates), built once."""
+        if getattr(self, "_whole", None) is None:
+            from hybridsolve.movement.untangle import GlobalVertices
+
+            self._whole = GlobalVertices(self.space, self.xi)
+        return self._whole
+
+    def on_rank0(self, fn: Any, what: str) -> Any:
+        """``fn()`` on rank 0 only, its result broadcast; an exception there is raised on every
+        rank (a :class:`SolverError` naming ``what``), so no rank waits for a failed one."""
+        out, err = None, None
+        if self.comm.rank == 0:
+            try:
+                out = fn()
+            except Exception as e:  # noqa: BLE001 - re-raised on every rank below
+                err = f"{what} failed on rank 0: {type(e).__name__}: {e}"
+        err = self.comm.bcast(err, root=0)
+        if err:
+            raise SolverError(err)
+        return self.comm.bcast(out, root=0)
+
+    def repair(self, monitor: Monitor, out: Outcome, rings: int | None = None) -> None:
+        """Untangle ``out.x`` locally (:func:`~hybridsolve.movement.untangle.untangle` on the
+        inverted cells and ``rings`` layers around them, ``-{prefix}repair_rings``, default 2),
+        in place; ``out.info["repair"]`` says what was done. On success a converged reason
+        becomes ``CONVERGED_REPAIRED``; on failure ``out.x`` stays tangled and :meth:`move`
+        refuses it."""
+        from hybridsolve.movement.untangle import untangle
+
+        rings = int(self._opt("repair_rings", 2 if rings is None else rings, int))
+        g = self.whole_mesh()
+        X = g.gather(out.x)
+
+        def run():
+            Y, rep = untangle(g.cells, X, g.xi, g.projector, rings=rings)
+            return Y, rep.to_dict()
+
+        t0 = time.perf_counter()
+        Y, rep = self.on_rank0(run, "untangling")
+        rep["time"] = time.perf_counter() - t0
+        out.info["repair"] = rep
+        out.x = np.ascontiguousarray(Y[g.global_of_local])
+        if rep["inverted"] == 0:
+            if out.reason == MoveReason.CONVERGED_RTOL:
+                out.reason = MoveReason.CONVERGED_REPAIRED
+            self.monitor_values = self.evaluate_monitor(monitor, out.x)
+            log.info("  repaired %d inverted cells: %d vertices moved in a patch of %d cells "
+                     "(%d rings)", rep["inverted_before"], rep["vertices"], rep["cells"],
+                     rep["rings"])
+
     def _quality(self, values: np.ndarray | None) -> dict:
         from hybridsolve.movement.quality import mesh_quality
 
@@ -381,3 +433,4 @@ def create_mover(name: str | None, mesh: Any, monitor: Any = None, *, prefix: st
 
 
 register_mover("monge-ampere", "hybridsolve.movement.monge_ampere.MongeAmpereMover")
+register_mover("dmm", "hybridsolve.movement.learned.DMMMover")

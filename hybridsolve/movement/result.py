@@ -32,6 +32,10 @@ class MoveReason(enum.IntEnum):
     #: a learned mover's output blended toward the input mesh until untangled (issue 16;
     #: the factor in ``info["blend"]``)
     CONVERGED_BLENDED = 3
+    #: the mover's residual met ``rtol`` with a map that folds a few cells (next to a
+    #: re-entrant corner, say); those cells and a patch around them were untangled locally
+    #: (``info["repair"]``: cells, vertices moved, rings)
+    CONVERGED_REPAIRED = 4
     #: the iteration limit (``max_it``) was reached
     DIVERGED_MAX_IT = -1
     #: the residual grew past ``dtol`` times the first one
@@ -70,7 +74,8 @@ class MoveResult:
         info: mover-specific facts and counters. Keys in use: ``inner_iterations`` (CG its of
             the Laplacian solves), ``linear_iterations`` (Newton's GMRES), ``backtracks`` and
             ``relaxation_steps`` (Newton's line search and its fallback), ``step_halvings``
-            (relaxation), ``rtol``; for learned movers (issue 16) ``blend`` (the factor toward
+            (relaxation), ``rtol``, ``repair`` (the local untangling of a folded map: cells
+            inverted before and after, vertices moved, patch cells, rings, time); for learned movers (issue 16) ``blend`` (the factor toward
             the input mesh) and ``fallback`` (``{"to": "monge-ampere", "why": ...}`` when the
             classical mover produced the mesh instead). ``info["quality"]`` is :attr:`quality`
             as well (read by the ``hybridsolve move`` command).
