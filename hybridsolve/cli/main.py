@@ -129,9 +129,11 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = add("train", "train a learned component: 'train dcdm' trains DCDM's network label-free "
                       "on Ritz vectors of structured-grid Poisson matrices with obstacles")
-    tr.add_argument("what", choices=["dcdm", "npsolver"],
+    tr.add_argument("what", choices=["dcdm", "npsolver", "dmm"],
                     help="dcdm: DCDM's network; npsolver: the neural Poisson solver on cutsquare "
-                         "meshes (label-free by PCG steps from its prediction, or a baseline loss)")
+                         "meshes (label-free by PCG steps from its prediction, or a baseline loss); "
+                         "dmm: the data-free mesh mover (Monge-Ampere residual on random "
+                         "analytic monitors; --iterations, --batch, --lr, --width)")
     tr.add_argument("--n", type=int, default=None,
                     help="dcdm: grid points per side (default 32); npsolver: mesh size 1/n "
                          "(default 16)")
@@ -141,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lanczos", type=int, default=300, help="Lanczos steps per matrix (default 300)")
     tr.add_argument("--samples", type=int, default=2000, help="right-hand sides (default 2000)")
     tr.add_argument("--epochs", type=int, default=15, help="epochs (default 15)")
-    tr.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    tr.add_argument("--batch", type=int, default=None,
+                    help="batch size (default: dcdm 16, npsolver 16, dmm 8 monitors)")
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
@@ -165,11 +168,15 @@ def _parser() -> argparse.ArgumentParser:
                          "(direct solutions of the same samples) or residual (||b - Ap||/||b||)")
     tr.add_argument("--bc", default="random", choices=["fixed", "random"],
                     help="npsolver: all Dirichlet, or Dirichlet/Neumann per boundary patch")
-    tr.add_argument("--width", type=int, default=64, help="npsolver: transformer width (64)")
+    tr.add_argument("--width", type=int, default=None,
+                    help="npsolver: transformer width (64); dmm: trunk width (128)")
     tr.add_argument("--blocks", type=int, default=4, help="npsolver: transformer blocks (4)")
     tr.add_argument("--heldout", type=int, default=32,
                     help="npsolver: held-out samples (other geometries) for the error (32)")
-    tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes")
+    tr.add_argument("--iterations", type=int, default=4000,
+                    help="dmm: optimisation steps, one batch of monitors each (default 4000)")
+    tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes "
+                                                 "(dcdm, npsolver; dmm starts again)")
 
     mv = add("move", "move a mesh by a monitor function (Monge-Ampere r-adaptation) and write it "
                      "with its quality metrics")

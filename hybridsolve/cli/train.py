@@ -15,9 +15,11 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
         raise InputError("train runs on one rank (run it without mpiexec)")
     if args.what == "npsolver":
         return _train_npsolver(args, comm)
+    if args.what == "dmm":
+        return _train_dmm(args, comm)
     cfg = TrainConfig(n=32 if args.n is None else args.n, dim=args.dim, obstacles=args.obstacles, matrices=args.matrices,
                       lanczos=args.lanczos, samples=args.samples, epochs=args.epochs,
-                      batch=args.batch, lr=args.lr, seed=args.seed, threads=args.threads,
+                      batch=args.batch or 16, lr=args.lr, seed=args.seed, threads=args.threads,
                       out=args.out, arch=args.arch, channels=args.channels, smooth=args.smooth,
                       rhs=args.rhs, init=args.init)
     summary = train_dcdm(cfg, progress=not args.quiet, log=lambda m: print0(m, comm=comm))
@@ -33,8 +35,8 @@ def _train_npsolver(args: argparse.Namespace, comm) -> int:
     from hybridsolve.parallel import print0
 
     cfg = NPTrainConfig(n=16 if args.n is None else args.n, geometries=args.geometries, samples=args.samples,
-                        epochs=args.epochs, batch=args.batch, lr=args.lr, steps=args.steps,
-                        loss=args.loss, bc=args.bc, seed=args.seed, width=args.width,
+                        epochs=args.epochs, batch=args.batch or 16, lr=args.lr, steps=args.steps,
+                        loss=args.loss, bc=args.bc, seed=args.seed, width=args.width or 64,
                         blocks=args.blocks, heldout=args.heldout, threads=args.threads,
                         out=args.out)
     import sys
@@ -47,4 +49,21 @@ def _train_npsolver(args: argparse.Namespace, comm) -> int:
            f"held-out relative L2 error {ev['rel_l2_mean']:.4f} (max {ev['rel_l2_max']:.4f}, "
            f"{ev['samples']} samples on other geometries), {summary['parameters']} parameters, "
            f"{summary['time']:.1f} s; wrote {summary['out']}", comm=comm)
+    return 0
+
+
+def _train_dmm(args: argparse.Namespace, comm) -> int:
+    from hybridsolve.learned.dmm import DMMTrainConfig, train_dmm
+    from hybridsolve.parallel import print0
+
+    cfg = DMMTrainConfig(steps=args.iterations, batch=args.batch or 8, lr=args.lr, seed=args.seed,
+                         width=args.width or 128, threads=max(1, args.threads), out=args.out)
+    summary = train_dmm(cfg, log=lambda m: print0(m, comm=comm),
+                        every=max(1, min(100, cfg.steps // 10)))
+    v = summary["validation"]
+    print0(f"train dmm: {cfg.steps} steps of {cfg.batch} monitors, Monge-Ampere residual on "
+           f"held-out monitors {v['before']:.4f} -> {v['after']:.4f}, {summary['skipped']} "
+           f"non-finite batches skipped, {summary['parameters']} parameters, "
+           f"{summary['time']:.1f} s; wrote {summary['out']} (use it with -mover_type dmm "
+           f"-mover_model {summary['out']})", comm=comm)
     return 0

@@ -105,32 +105,39 @@ def sensor_grid(S: int) -> np.ndarray:
     return np.stack([X.ravel(), Y.ravel()], axis=1)
 
 
-def sensor_matrix(points: np.ndarray, S: int):
+def sensor_matrix(points: np.ndarray, S: int, cells: np.ndarray | None = None):
     """The sparse (S*S, n) matrix that interpolates vertex values at ``points`` (unit square
-    coordinates) linearly to the sensors (Delaunay of the points; nearest vertex for a sensor
-    outside their hull, e.g. in an L-shape's missing corner). Built once per mesh."""
+    coordinates) linearly to the sensors, through the mesh's own ``cells`` (so the result does
+    not depend on the vertex order, i.e. on the number of ranks); a sensor outside the mesh (in
+    an L-shape's missing corner) takes the clipped barycentric weights of the nearest cell.
+    Without ``cells`` a Delaunay triangulation of the points is used. Built once per mesh."""
     import scipy.sparse as sps
-    from scipy.spatial import Delaunay, cKDTree
 
+    if cells is None:
+        from scipy.spatial import Delaunay
+
+        cells = Delaunay(points).simplices
     q = sensor_grid(S)
-    tri = Delaunay(points)
-    simplex = tri.find_simplex(q)
-    rows, cols, vals = [], [], []
-    inside = np.flatnonzero(simplex >= 0)
-    T = tri.transform[simplex[inside]]
-    bary = np.einsum("nij,nj->ni", T[:, :2], q[inside] - T[:, 2])
-    w = np.column_stack([bary, 1 - bary.sum(axis=1)])
-    verts = tri.simplices[simplex[inside]]
-    rows.append(np.repeat(inside, 3))
-    cols.append(verts.ravel())
-    vals.append(w.ravel())
-    outside = np.flatnonzero(simplex < 0)
-    if len(outside):
-        rows.append(outside)
-        cols.append(cKDTree(points).query(q[outside])[1])
-        vals.append(np.ones(len(outside)))
-    return sps.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(len(q), len(points)))
+    p = points[cells]                                    # (nc, 3, 2)
+    T = np.stack([p[:, 0] - p[:, 2], p[:, 1] - p[:, 2]], axis=2)    # (nc, 2, 2)
+    Tinv = np.linalg.inv(T)
+    best = np.full(len(q), -np.inf)
+    which = np.zeros(len(q), dtype=np.int64)
+    wts = np.zeros((len(q), 3))
+    for a in range(0, len(cells), 4096):                 # chunks of cells
+        b = np.einsum("cij,qcj->qci", Tinv[a:a + 4096], q[:, None, :] - p[None, a:a + 4096, 2])
+        w = np.concatenate([b, 1 - b.sum(axis=2, keepdims=True)], axis=2)   # (nq, chunk, 3)
+        score = w.min(axis=2)
+        k = score.argmax(axis=1)
+        s = score[np.arange(len(q)), k]
+        better = s > best
+        best[better] = s[better]
+        which[better] = a + k[better]
+        wts[better] = w[np.flatnonzero(better), k[better]]
+    wts = np.clip(wts, 0.0, None)
+    wts /= wts.sum(axis=1, keepdims=True)
+    rows = np.repeat(np.arange(len(q)), 3)
+    return sps.csr_matrix((wts.ravel(), (rows, cells[which].ravel())), shape=(len(q), len(points)))
 
 
 # --- the analytic monitor family ----------------------------------------------------------------

@@ -36,7 +36,10 @@ SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors",
            # NPSolver's boundary-aware slice transformer, label-free on cutsquare meshes
            # (hybridsolve.learned.npsolver): train npsolver --n 16 --geometries 64 --samples 2048
            # --epochs 30 --steps 3 --loss physics --bc random (24 minutes on one core)
-           "npsolver2d": "npsolver2d.safetensors"}
+           "npsolver2d": "npsolver2d.safetensors",
+           # DMM's data-free mesh mover (hybridsolve.learned.dmm): train dmm --iterations 4000
+           # (seed 0, 8 monitors per step; 10 minutes on one core)
+           "dmm2d": "dmm2d.safetensors"}
 
 
 def shipped_model_path(name: str) -> Path:

@@ -108,6 +108,10 @@ class LearnedMover(Mover):
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------------
+    def _reset_state(self) -> None:
+        if self._classical is not None:   # the fallback's warm start goes as well
+            self._classical._reset_state()
+
     def on_rank0_load(self) -> Any:
         """The model on rank 0 (``None`` elsewhere); a bad file is an InputError on every rank."""
         err, model = None, None
@@ -201,5 +205,5 @@ class DMMMover(LearnedMover):
             from hybridsolve.learned.dmm import sensor_matrix
 
             lo, hi = xi.min(axis=0), xi.max(axis=0)
-            self._interp = sensor_matrix((xi - lo) / (hi - lo), self.model.sensors)
+            self._interp = sensor_matrix((xi - lo) / (hi - lo), self.model.sensors, cells)
         return self.model.move_points(xi, values, self._interp)
