@@ -15,6 +15,8 @@
    error, the CPU time of CG+ICC and CG+GAMG from zero to the same accuracy (the GPU goal: 10x
    faster at matched accuracy), and the time of one label-free training step (batch 8, 40
    batched Jacobi-PCG steps in float64 on the device).
+4. **Learned movers on the device** (issue 16): DMM's (potential and its autograd gradient) and
+   UM2N's network evaluation on 64^2 and 128^2 squares, CPU against device, fp32.
 
 Without a GPU it writes the CPU part and ``"device": null``. The JSON names the machine.
 """
@@ -211,6 +213,60 @@ def npsolver_part(quick: bool) -> dict | None:
     return out
 
 
+def movers_part(quick: bool) -> dict | None:
+    """Issue 16: DMM's and UM2N's model evaluation on the device (fp32) against the same on the
+    CPU, on structured squares of growing size (the network only: monitor, gather and guarantee
+    are on the CPU in either case)."""
+    import torch
+
+    from hybridsolve.learned.dmm import sensor_matrix
+    from hybridsolve.learned.models import load_model
+    from hybridsolve.learned.um2n import mesh_graph, vertex_features
+
+    if not torch.cuda.is_available():
+        return None
+    out: dict = {}
+    for n in ((32,) if quick else (64, 128)):
+        g = np.linspace(0, 1, n + 1)
+        xi = np.array([(a, b) for b in g for a in g])
+        cells = []
+        for j in range(n):
+            for i in range(n):
+                v = j * (n + 1) + i
+                cells += [(v, v + 1, v + n + 2), (v, v + n + 2, v + n + 1)]
+        cells = np.array(cells)
+        proj = np.broadcast_to(np.eye(2), (len(xi), 2, 2)).copy()
+        m = 1 + 5 * np.exp(-((xi[:, 0] - 0.5) ** 2 + (xi[:, 1] - 0.6) ** 2) / 0.01)
+        row = {"vertices": len(xi)}
+        dmm = load_model("dmm2d")
+        S = sensor_matrix(xi, dmm.sensors, cells)
+        s = torch.as_tensor(S @ m, dtype=torch.float32)[None]
+        s = s / s.mean() - 1
+        um = load_model("um2n2d")
+        f, _, _ = vertex_features(xi, proj, m)
+        e = mesh_graph(cells, len(xi))
+        for dev in ("cpu", "cuda"):
+            d_net, u_net = dmm.to(dev), um.to(dev)
+            pts = torch.as_tensor(xi, dtype=torch.float32, device=dev)[None]
+            ft, et = torch.as_tensor(f, dtype=torch.float32, device=dev), torch.as_tensor(e, device=dev)
+            pt = torch.as_tensor(proj, dtype=torch.float32, device=dev)
+            for name, fn in (("dmm", lambda: d_net.displacement(s.to(dev), pts.clone())),
+                             ("um2n", lambda: u_net(ft, et, pt))):
+                with torch.enable_grad():
+                    fn()
+                    if dev == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    for _ in range(5):
+                        fn()
+                    if dev == "cuda":
+                        torch.cuda.synchronize()
+                row[f"{name}_{dev}_s"] = (time.perf_counter() - t0) / 5
+        out[f"{n}x{n}"] = row
+        print("movers", n, row, flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=RESULTS / "gpu_check.json")
@@ -222,6 +278,7 @@ def main(argv=None) -> int:
     print("cpu check:", report["cpu_check"], flush=True)
     report["device"] = device_part(args.quick)
     report["npsolver_device"] = npsolver_part(args.quick)
+    report["movers_device"] = movers_part(args.quick)
     report["wall_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

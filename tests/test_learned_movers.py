@@ -4,6 +4,9 @@ mismatched, data-free training; serial and on 2 ranks."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -215,3 +218,97 @@ def test_cli_move_with_a_learned_mover(tmp_path):
     assert "dmm" in out.stdout and "model dmm2d" in out.stdout
     bad = run_cli(["move", "--square", "12", "--mover", "monge-ampere", "--model", "dmm2d"])
     assert bad.returncode != 0 and "--model is for learned movers" in bad.stderr + bad.stdout
+
+
+# --- UM2N and its data store ---------------------------------------------------------------------
+def _slot_front():
+    return CallableMonitor(lambda x: 1 + 8 * np.exp(-100 * (x[0] + 0.2 * np.sin(3 * x[1]) - 1.2) ** 2),
+                           "slot-front")
+
+
+def test_um2n_moves_an_unseen_domain(comm):
+    """The shipped UM2N on a domain it was not trained on (the slot): returned untangled, the
+    same on 1 and 2 ranks, sigma/mu well below the initial mesh's and below an untrained
+    network's (whose output is taken as it comes: no fallback)."""
+    import torch
+
+    from hybridsolve.learned.models import load_model, save_model
+    from hybridsolve.learned.um2n import UM2NNet
+    from hybridsolve.problems.fem import gmsh_domain
+
+    def run(c, model, **kw):
+        mesh = gmsh_domain(c, "slot", 16)
+        res = create_mover("um2n", mesh, _slot_front(), model=model, **kw).move()
+        assert res.quality["inverted"] == 0
+        return res, by_input_index(mesh)
+
+    res, x = run(comm, "um2n2d")
+    assert res.converged and res.method == "um2n" and "model_time" in res.info
+    _, x1 = run(MPI.COMM_SELF, "um2n2d")
+    assert np.allclose(x, x1, atol=1e-5)            # the model sees the whole mesh on rank 0
+    cv0, cv = res.quality_before["equidistribution_cv"], res.quality["equidistribution_cv"]
+    assert cv < 0.7 * cv0, (cv0, cv)
+    path = None
+    if comm.rank == 0:
+        torch.manual_seed(5)
+        net = UM2NNet(**{k: v for k, v in load_model("um2n2d").config.items() if k != "kind"})
+        path = str(Path(tempfile.mkdtemp()) / "untrained.safetensors")
+        save_model(net, path)
+    path = comm.bcast(path)
+    res_u, _ = run(comm, path, fallback="none", min_blend=0.0)
+    assert cv < 0.8 * res_u.quality["equidistribution_cv"], (cv, res_u.quality)
+
+
+def test_um2n_model_files_are_checked(comm):
+    mesh = square(comm, 6)
+    with pytest.raises(InputError, match="not a UM2N network"):
+        create_mover("um2n", mesh, BUMP, model="dmm2d")
+    with pytest.raises(InputError, match="not a DMM network"):
+        create_mover("dmm", mesh, BUMP, model="um2n2d")
+
+
+@pytest.mark.serial
+def test_mover_data_store_resumes_after_a_kill_and_matches_two_ranks(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN, ROOT
+    from hybridsolve.movement.data import load_move_data
+
+    d = tmp_path / "md"
+    args = ["train", "um2n", "--data", str(d), "--samples", "6", "--epochs", "0", "--out",
+            str(tmp_path / "m.safetensors")]
+    cmd = [str(BIN / "python"), "-m", "hybridsolve", *args]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while len(list(d.glob("sample_*.npz"))) < 2 and time.time() - t0 < 180 and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    n_before = len(list(d.glob("sample_*.npz")))
+    assert 2 <= n_before
+    out = run_cli(args)
+    assert out.returncode == 0, out.stderr
+    assert f"{6 - n_before} made, {n_before} kept from an earlier run" in out.stdout
+    assert not list(d.glob("*.tmp*"))
+    full = load_move_data(d, only_ok=False)
+    assert [s["index"] for s in full] == list(range(6))
+    # the same samples made on 2 ranks
+    d2 = tmp_path / "md2"
+    out = run_cli(["train", "um2n", "--data", str(d2), "--samples", "6", "--epochs", "0",
+                   "--out", str(tmp_path / "m.safetensors")], np_=2)
+    assert out.returncode == 0, out.stderr
+    two = load_move_data(d2, only_ok=False)
+    for a, b in zip(full, two):
+        assert a["spec"] == b["spec"] and np.allclose(a["x"], b["x"], atol=1e-10)
+    # another configuration in the same directory is refused
+    bad = run_cli(["train", "um2n", "--data", str(d), "--samples", "6", "--seed", "3",
+                   "--epochs", "0", "--out", str(tmp_path / "m.safetensors")])
+    assert bad.returncode != 0 and "another configuration" in bad.stderr + bad.stdout
+    # training refuses several ranks, and trains on one
+    bad = run_cli(["train", "um2n", "--data", str(d), "--samples", "6", "--epochs", "1",
+                   "--out", str(tmp_path / "m.safetensors")], np_=2)
+    assert bad.returncode != 0 and "trains on one rank" in bad.stderr + bad.stdout

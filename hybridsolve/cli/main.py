@@ -129,11 +129,12 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = add("train", "train a learned component: 'train dcdm' trains DCDM's network label-free "
                       "on Ritz vectors of structured-grid Poisson matrices with obstacles")
-    tr.add_argument("what", choices=["dcdm", "npsolver", "dmm"],
+    tr.add_argument("what", choices=["dcdm", "npsolver", "dmm", "um2n"],
                     help="dcdm: DCDM's network; npsolver: the neural Poisson solver on cutsquare "
                          "meshes (label-free by PCG steps from its prediction, or a baseline loss); "
                          "dmm: the data-free mesh mover (Monge-Ampere residual on random "
-                         "analytic monitors; --iterations, --batch, --lr, --width)")
+                         "analytic monitors; --iterations, --batch, --lr, --width); um2n: the "
+                         "graph mover on meshes moved by Monge-Ampere (--data, --samples)")
     tr.add_argument("--n", type=int, default=None,
                     help="dcdm: grid points per side (default 32); npsolver: mesh size 1/n "
                          "(default 16)")
@@ -141,8 +142,14 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--obstacles", type=int, default=3, help="solid boxes per matrix (default 3)")
     tr.add_argument("--matrices", type=int, default=4, help="training matrices (default 4)")
     tr.add_argument("--lanczos", type=int, default=300, help="Lanczos steps per matrix (default 300)")
-    tr.add_argument("--samples", type=int, default=2000, help="right-hand sides (default 2000)")
-    tr.add_argument("--epochs", type=int, default=15, help="epochs (default 15)")
+    tr.add_argument("--samples", type=int, default=None,
+                    help="dcdm: right-hand sides, npsolver: samples (default 2000); um2n: moved "
+                         "meshes in --data (default 240)")
+    tr.add_argument("--epochs", type=int, default=None,
+                    help="epochs (default: dcdm/npsolver 15, um2n 40; um2n --epochs 0: only "
+                         "make the missing data, on any number of ranks)")
+    tr.add_argument("--data", default=None,
+                    help="um2n: the directory of moved meshes (made where missing, restartable)")
     tr.add_argument("--batch", type=int, default=None,
                     help="batch size (default: dcdm 16, npsolver 16, dmm 8 monitors)")
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
@@ -173,6 +180,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--blocks", type=int, default=4, help="npsolver: transformer blocks (4)")
     tr.add_argument("--heldout", type=int, default=32,
                     help="npsolver: held-out samples (other geometries) for the error (32)")
+    tr.add_argument("--coord-weight", type=float, default=0.0,
+                    help="um2n: weight of a coordinate loss next to the area and chamfer losses "
+                         "(default 0, the paper's)")
     tr.add_argument("--iterations", type=int, default=4000,
                     help="dmm: optimisation steps, one batch of monitors each (default 4000)")
     tr.add_argument("--out", required=True, help="model file (.safetensors); a rerun resumes "

@@ -11,6 +11,8 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
     from hybridsolve.learned.training import TrainConfig, train_dcdm
     from hybridsolve.parallel import print0
 
+    if args.what == "um2n":
+        return _train_um2n(args, comm)
     if comm.size > 1:
         raise InputError("train runs on one rank (run it without mpiexec)")
     if args.what == "npsolver":
@@ -18,7 +20,8 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
     if args.what == "dmm":
         return _train_dmm(args, comm)
     cfg = TrainConfig(n=32 if args.n is None else args.n, dim=args.dim, obstacles=args.obstacles, matrices=args.matrices,
-                      lanczos=args.lanczos, samples=args.samples, epochs=args.epochs,
+                      lanczos=args.lanczos, samples=args.samples or 2000,
+                      epochs=args.epochs if args.epochs is not None else 15,
                       batch=args.batch or 16, lr=args.lr, seed=args.seed, threads=args.threads,
                       out=args.out, arch=args.arch, channels=args.channels, smooth=args.smooth,
                       rhs=args.rhs, init=args.init)
@@ -34,8 +37,9 @@ def _train_npsolver(args: argparse.Namespace, comm) -> int:
     from hybridsolve.learned.npsolver import NPTrainConfig, train_npsolver
     from hybridsolve.parallel import print0
 
-    cfg = NPTrainConfig(n=16 if args.n is None else args.n, geometries=args.geometries, samples=args.samples,
-                        epochs=args.epochs, batch=args.batch or 16, lr=args.lr, steps=args.steps,
+    cfg = NPTrainConfig(n=16 if args.n is None else args.n, geometries=args.geometries,
+                        samples=args.samples or 2000,
+                        epochs=args.epochs if args.epochs is not None else 15, batch=args.batch or 16, lr=args.lr, steps=args.steps,
                         loss=args.loss, bc=args.bc, seed=args.seed, width=args.width or 64,
                         blocks=args.blocks, heldout=args.heldout, threads=args.threads,
                         out=args.out)
@@ -66,4 +70,32 @@ def _train_dmm(args: argparse.Namespace, comm) -> int:
            f"non-finite batches skipped, {summary['parameters']} parameters, "
            f"{summary['time']:.1f} s; wrote {summary['out']} (use it with -mover_type dmm "
            f"-mover_model {summary['out']})", comm=comm)
+    return 0
+
+
+def _train_um2n(args: argparse.Namespace, comm) -> int:
+    from hybridsolve.learned.um2n import UM2NTrainConfig, train_um2n
+    from hybridsolve.movement.data import MoveDataConfig, generate_move_data
+    from hybridsolve.parallel import print0
+
+    if not args.data:
+        raise InputError("train um2n needs --data DIR (the moved meshes; made where missing)")
+    epochs = 40 if args.epochs is None else args.epochs
+    if epochs > 0 and comm.size > 1:
+        raise InputError("train um2n trains on one rank: make the data on several with "
+                         "--epochs 0, then train without mpiexec")
+    generate_move_data(MoveDataConfig(samples=args.samples or 240, seed=args.seed, out=args.data),
+                       comm, log=lambda m: print0(m, comm=comm))
+    if epochs == 0:
+        return 0
+    cfg = UM2NTrainConfig(data=args.data, epochs=epochs, lr=args.lr, width=args.width or 64,
+                          seed=args.seed, threads=max(1, args.threads), out=args.out,
+                          coord_weight=args.coord_weight)
+    s = train_um2n(cfg, log=lambda m: print0(m, comm=comm))
+    h = s["heldout"]
+    print0(f"train um2n: {s['samples']} moved meshes, {epochs} epochs, held-out area loss "
+           f"{h['before']['area']:.4f} -> {h['after']['area']:.4f}, coordinate error "
+           f"{h['before']['coord']:.3f} -> {h['after']['coord']:.3f} h, {s['parameters']} "
+           f"parameters, {s['time']:.1f} s; wrote {s['out']} (use it with -mover_type um2n "
+           f"-mover_model {s['out']})", comm=comm)
     return 0

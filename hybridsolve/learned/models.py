@@ -39,7 +39,10 @@ SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors",
            "npsolver2d": "npsolver2d.safetensors",
            # DMM's data-free mesh mover (hybridsolve.learned.dmm): train dmm --iterations 4000
            # (seed 0, 8 monitors per step; 10 minutes on one core)
-           "dmm2d": "dmm2d.safetensors"}
+           "dmm2d": "dmm2d.safetensors",
+           # UM2N-style graph mover on meshes moved by our Monge-Ampere mover
+           # (hybridsolve.learned.um2n): train um2n --data <dir> --samples 240
+           "um2n2d": "um2n2d.safetensors"}
 
 
 def shipped_model_path(name: str) -> Path:
@@ -205,7 +208,8 @@ class VCycleNet(nn.Module):
 
 _KINDS = {"DCDMNet": DCDMNet, "VCycleNet": VCycleNet}
 #: model kinds defined in other modules (imported when a file of that kind is loaded)
-_ELSEWHERE = {"NPSolverNet": "hybridsolve.learned.meshnets", "DMMNet": "hybridsolve.learned.dmm"}
+_ELSEWHERE = {"NPSolverNet": "hybridsolve.learned.meshnets", "DMMNet": "hybridsolve.learned.dmm",
+              "UM2NNet": "hybridsolve.learned.um2n"}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:

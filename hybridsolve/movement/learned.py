@@ -33,7 +33,7 @@ from hybridsolve.movement.mover import Mover, Outcome
 from hybridsolve.movement.result import MoveReason
 from hybridsolve.movement.untangle import signed_measure
 
-__all__ = ["LearnedMover", "DMMMover", "blend_until_untangled"]
+__all__ = ["LearnedMover", "DMMMover", "UM2NMover", "blend_until_untangled"]
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +207,32 @@ class DMMMover(LearnedMover):
             lo, hi = xi.min(axis=0), xi.max(axis=0)
             self._interp = sensor_matrix((xi - lo) / (hi - lo), self.model.sensors, cells)
         return self.model.move_points(xi, values, self._interp)
+
+
+class UM2NMover(LearnedMover):
+    """The UM2N-style mover (:mod:`hybridsolve.learned.um2n`): a graph transformer encoder and
+    graph-attention deformer trained on meshes moved by our Monge–Ampère mover (element-area loss
+    plus chamfer distance). Works on any triangle mesh; the monitor enters as its vertex values
+    on the computational mesh (one evaluation: the model is not iterated)."""
+
+    method = "um2n"
+    default_model = "um2n2d"
+
+    def load(self, name: str) -> Any:
+        from hybridsolve.learned.models import load_model
+        from hybridsolve.learned.um2n import UM2NNet
+
+        model = load_model(name)
+        if not isinstance(model, UM2NNet):
+            raise InputError(f"model {name!r} is a {type(model).__name__}, not a UM2N network")
+        if self.d != 2:
+            raise InputError(f"model {name!r} moves triangle meshes; the mesh is {self.d}-D")
+        return model
+
+    def predict(self, xi: np.ndarray, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
+        from hybridsolve.learned.um2n import mesh_graph
+
+        if getattr(self, "_edges", None) is None:
+            self._edges = mesh_graph(cells, len(xi))
+        return self.model.move_points(xi, cells, self.whole_mesh().projector, values,
+                                      self._edges)

@@ -434,3 +434,4 @@ def create_mover(name: str | None, mesh: Any, monitor: Any = None, *, prefix: st
 
 register_mover("monge-ampere", "hybridsolve.movement.monge_ampere.MongeAmpereMover")
 register_mover("dmm", "hybridsolve.movement.learned.DMMMover")
+register_mover("um2n", "hybridsolve.movement.learned.UM2NMover")

@@ -55,8 +55,17 @@ def _square_hole(gmsh, h: float) -> None:
     occ.cut([(2, sq)], [(2, hole)])
 
 
+def _square(gmsh, h: float) -> None:
+    gmsh.model.occ.addRectangle(0, 0, 0, 1, 1)
+
+
+def _rectangle(gmsh, h: float) -> None:
+    gmsh.model.occ.addRectangle(0, 0, 0, 1.5, 1)
+
+
 GMSH_DOMAINS: dict[str, Callable] = {"lshape_hole": _lshape_hole, "slot": _slot,
-                                     "lshape": _lshape, "square_hole": _square_hole}
+                                     "lshape": _lshape, "square_hole": _square_hole,
+                                     "square": _square, "rectangle": _rectangle}
 
 
 def gmsh_domain(comm: MPI.Comm, kind: str | Callable, n: int) -> dolfinx.mesh.Mesh:
@@ -65,8 +74,8 @@ def gmsh_domain(comm: MPI.Comm, kind: str | Callable, n: int) -> dolfinx.mesh.Me
     Built on rank 0 only (single-threaded, so the same mesh whatever the number of ranks) and
     distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole),
     ``slot`` (a 2 x 1 rectangle with a slot cut from the top edge), ``lshape`` (the unit square
-    without its upper right quarter) and ``square_hole`` (the unit square with a 0.3 x 0.3 square
-    hole in the middle). ``kind`` may also be a callable ``build(gmsh, h)`` that adds the
+    without its upper right quarter), ``square_hole`` (the unit square with a 0.3 x 0.3 square
+    hole in the middle), ``square`` (the unit square, unstructured) and ``rectangle`` (1.5 x 1). ``kind`` may also be a callable ``build(gmsh, h)`` that adds the
     geometry to the current gmsh model (e.g. :mod:`~hybridsolve.problems.cutsquare`).
     """
     build = kind if callable(kind) else GMSH_DOMAINS[kind]
