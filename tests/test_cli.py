@@ -323,6 +323,9 @@ def _interrupt(np_: int, target: str) -> tuple[int, str]:
         for line in p.stdout:              # the table's header: the solves have started
             if line.startswith("system"):
                 break
+        # and the first row: the kernels are compiled (a SIGINT inside numba's JIT is reported
+        # by llvmlite's ctypes callback as an ignored exception before ours: noise under load)
+        p.stdout.readline()
         time.sleep(0.5)
         if target == "mpiexec":
             p.send_signal(signal.SIGINT)

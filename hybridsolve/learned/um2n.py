@@ -5,7 +5,8 @@ bounding box, a boundary mask, the monitor over its maximum and over its mean), 
 one transformer block of full self-attention over all vertices, a local message-passing feature
 extractor on the mesh's edge graph, and a decoder of graph-attention *deformation* layers in which
 each vertex moves to an attention-weighted average of its own and its neighbours' current
-positions (inside their convex hull: this discourages inversion but does not prevent it), with
+positions (inside their convex hull: this discourages inversion but does not prevent it; 8 layers
+by default where the released model has 4: a vertex moves about one edge per layer), with
 boundary vertices put back on their segments after every layer (the mover's projector). It works
 on any unstructured triangle mesh, of any size.
 
@@ -118,6 +119,9 @@ class UM2NTrainConfig:
     epochs: int = 30
     lr: float = 1e-3
     width: int = 64
+    # the released model has 4; 8 measured better on meshes finer than the training ones (40 x 40
+    # Helmholtz: 85% -> 113% of Monge-Ampere's error reduction), the reach being ~1 edge a layer
+    deform_layers: int = 8
     area_weight: float = 3.0
     chamfer_weight: float = 1.0
     coord_weight: float = 0.0      # the paper: off
@@ -175,7 +179,7 @@ def train_um2n(cfg: UM2NTrainConfig, *, log: Callable[[str], None] = print) -> d
                          f"{cfg.holdout} held out")
     prepared = [_prepare(s) for s in data]
     train, held = prepared[:-cfg.holdout], prepared[-cfg.holdout:]
-    model = UM2NNet(width=cfg.width)
+    model = UM2NNet(width=cfg.width, deform_layers=cfg.deform_layers)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
 
