@@ -312,3 +312,24 @@ def test_mover_data_store_resumes_after_a_kill_and_matches_two_ranks(tmp_path):
     bad = run_cli(["train", "um2n", "--data", str(d), "--samples", "6", "--epochs", "1",
                    "--out", str(tmp_path / "m.safetensors")], np_=2)
     assert bad.returncode != 0 and "trains on one rank" in bad.stderr + bad.stdout
+
+
+def test_mover_data_with_gradient_and_hessian_monitors(tmp_path):
+    """Field monitors (the random field's P1 interpolant, gradient or Hessian recovered and
+    re-evaluated on the moved mesh) make valid samples that say which monitor they used."""
+    from hybridsolve.movement.data import MoveDataConfig, generate_move_data, load_move_data
+
+    cfg = MoveDataConfig(samples=3, n_min=8, n_max=10, monitors=("gradient", "hessian"),
+                         out=str(tmp_path / "md"))
+    s = generate_move_data(cfg, MPI.COMM_SELF, log=lambda m: None)
+    assert s["made"] == 3 and s["kept"] == 0
+    data = load_move_data(tmp_path / "md", only_ok=False)
+    assert {d["spec"]["monitor_type"] for d in data} <= {"gradient", "hessian"}
+    for d in data:
+        assert d["x"].shape == d["xi"].shape and np.all(np.isfinite(d["x"]))
+        if bool(d["ok"]):
+            sign = np.sign(signed_measure(d["cells"], d["xi"]))
+            assert np.all(signed_measure(d["cells"], d["x"]) * sign > 0)   # labels untangled
+    with pytest.raises(InputError, match="another configuration"):
+        generate_move_data(MoveDataConfig(samples=3, out=str(tmp_path / "md")), MPI.COMM_SELF,
+                           log=lambda m: None)

@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
                          "make the missing data, on any number of ranks)")
     tr.add_argument("--data", default=None,
                     help="um2n: the directory of moved meshes (made where missing, restartable)")
+    tr.add_argument("--monitor-kinds", default="analytic",
+                    help="um2n data: comma list of analytic, gradient, hessian (how the random "
+                         "field becomes the monitor; default analytic)")
     tr.add_argument("--batch", type=int, default=None,
                     help="batch size (default: dcdm 16, npsolver 16, dmm 8 monitors)")
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")

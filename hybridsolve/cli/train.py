@@ -84,7 +84,13 @@ def _train_um2n(args: argparse.Namespace, comm) -> int:
     if epochs > 0 and comm.size > 1:
         raise InputError("train um2n trains on one rank: make the data on several with "
                          "--epochs 0, then train without mpiexec")
-    generate_move_data(MoveDataConfig(samples=args.samples or 240, seed=args.seed, out=args.data),
+    kinds = tuple(k.strip() for k in args.monitor_kinds.split(",") if k.strip())
+    bad = [k for k in kinds if k not in ("analytic", "gradient", "hessian")]
+    if bad or not kinds:
+        raise InputError(f"--monitor-kinds: {', '.join(bad) or 'none given'}; use analytic, "
+                         "gradient, hessian")
+    generate_move_data(MoveDataConfig(samples=args.samples or 240, seed=args.seed, out=args.data,
+                                      monitors=kinds),
                        comm, log=lambda m: print0(m, comm=comm))
     if epochs == 0:
         return 0

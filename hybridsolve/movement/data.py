@@ -42,6 +42,11 @@ class MoveDataConfig:
     n_min: int = 12          # mesh size 1/n, n drawn in [n_min, n_max]
     n_max: int = 22
     rtol: float = 1e-3       # UM2N's labels used 1e-3
+    #: how the field becomes a monitor: "analytic" (the field itself, 1 + bumps/front/ring),
+    #: "gradient" (1 + a |grad u|^2 / max) or "hessian" (1 + a |H(u)| / max, UM2N's kind), u the
+    #: field's P1 interpolant, gradient and Hessian recovered in P1 and re-evaluated on the moved
+    #: mesh as in a simulation
+    monitors: tuple = ("analytic",)
     seed: int = 0
     out: str = "movedata"
     extra: dict = field(default_factory=dict)
@@ -54,17 +59,38 @@ def _spec(cfg: MoveDataConfig, i: int) -> dict:
     domain = str(rng.choice(list(cfg.domains)))
     n = int(rng.integers(cfg.n_min, cfg.n_max + 1))
     desc = random_monitors(rng, 1)[0]
-    return {"domain": domain, "n": n, "monitor": desc}
+    spec = {"domain": domain, "n": n, "monitor": desc}
+    if tuple(cfg.monitors) != ("analytic",):   # (drawn last: analytic-only data is unchanged)
+        spec["monitor_type"] = str(rng.choice(list(cfg.monitors)))
+        spec["amplitude"] = float(rng.uniform(3.0, 10.0))
+    return spec
 
 
-def _monitor(desc: dict, box: tuple):
-    """The analytic monitor in the domain's box (the family is drawn on the unit square)."""
+def _monitor(spec: dict, box: tuple, mesh):
+    """The sample's monitor on ``mesh``: the analytic field in the domain's box (the family is
+    drawn on the unit square), or the gradient/Hessian monitor of its P1 interpolant."""
+    import dolfinx.fem
+
     from hybridsolve.learned.dmm import monitor_numpy
-    from hybridsolve.movement.monitors import CallableMonitor
+    from hybridsolve.movement.monitors import CallableMonitor, GradientMonitor, HessianMonitor
 
+    desc = spec["monitor"]
     f = monitor_numpy(desc)
     sx, sy = box
-    return CallableMonitor(lambda x: f(np.stack([x[0] / sx, x[1] / sy])), desc["kind"])
+
+    def field(x):
+        return f(np.stack([x[0] / sx, x[1] / sy]))
+
+    kind = spec.get("monitor_type", "analytic")
+    if kind == "analytic":
+        return CallableMonitor(field, desc["kind"])
+    u = dolfinx.fem.Function(dolfinx.fem.functionspace(mesh, ("Lagrange", 1)))
+    u.interpolate(field)
+    if kind == "gradient":
+        return GradientMonitor(u, alpha=spec["amplitude"])
+    if kind == "hessian":
+        return HessianMonitor(u, beta=spec["amplitude"])
+    raise InputError(f"unknown monitor type {kind!r}: analytic, gradient or hessian")
 
 
 def _make_sample(cfg: MoveDataConfig, i: int) -> dict:
@@ -74,7 +100,7 @@ def _make_sample(cfg: MoveDataConfig, i: int) -> dict:
 
     spec = _spec(cfg, i)
     mesh = gmsh_domain(MPI.COMM_SELF, spec["domain"], spec["n"])
-    mon = _monitor(spec["monitor"], _BOX[spec["domain"]])
+    mon = _monitor(spec, _BOX[spec["domain"]], mesh)
     mover = MongeAmpereMover(mesh, mon, variant="relaxation", rtol=cfg.rtol, max_it=2000,
                              prefix=f"movedata_{i}_")
     g = GlobalVertices(mover.space, mover.xi)
