@@ -40,13 +40,14 @@ from hybridsolve.parallel import print0  # noqa: E402
 X0, Y0, W = 0.51, 0.65, 0.1
 
 
-def helmholtz_error(mesh) -> float:
-    """movement's Helmholtz demo: -Laplace u + u = f, u = Gaussian bump; L2 error of P1."""
+def helmholtz_error(mesh, x0: float = X0, y0: float = Y0, w: float = W) -> float:
+    """movement's Helmholtz demo: -Laplace u + u = f, u = Gaussian bump at (x0, y0) of width w;
+    L2 error of P1."""
     comm = mesh.comm
     V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
     u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
     x = ufl.SpatialCoordinate(mesh)
-    ue = ufl.exp(-((x[0] - X0) ** 2 + (x[1] - Y0) ** 2) / W**2)
+    ue = ufl.exp(-((x[0] - x0) ** 2 + (x[1] - y0) ** 2) / w**2)
     f = -ufl.div(ufl.grad(ue)) + ue
     a = (ufl.inner(ufl.grad(u), ufl.grad(v)) + u * v) * ufl.dx
     L = f * v * ufl.dx
@@ -64,12 +65,17 @@ def helmholtz_error(mesh) -> float:
 
 
 class HelmholtzMonitor(Monitor):
-    """movement's monitor_exact: 1 + 5 |H(u_exact)|_F / max over the current mesh's vertices."""
+    """movement's monitor_exact: 1 + 5 |H(u_exact)|_F / max over the current mesh's vertices
+    (u_exact the Gaussian at (x0, y0) of width w; movement's by default)."""
 
-    name = "1 + 5|H|/max|H|"
+    def __init__(self, x0: float = X0, y0: float = Y0, w: float = W) -> None:
+        self.x0, self.y0, self.w = x0, y0, w
+        self.name = ("1 + 5|H|/max|H|" if (x0, y0, w) == (X0, Y0, W) else
+                     f"1 + 5|H|/max|H| (bump at {x0:.2f}, {y0:.2f}, w {w:.2f})")
 
     def evaluate(self, V, x):
-        dx, dy = x[:, 0] - X0, x[:, 1] - Y0
+        W = self.w
+        dx, dy = x[:, 0] - self.x0, x[:, 1] - self.y0
         u = np.exp(-(dx**2 + dy**2) / W**2)
         hxx = u * (4 * dx * dx / W**4 - 2 / W**2)
         hyy = u * (4 * dy * dy / W**4 - 2 / W**2)

@@ -27,12 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_table  # noqa: E402
+from bench_movement import HelmholtzMonitor, _front, helmholtz_error  # noqa: E402
 
 from hybridsolve.stack import MPI, PETSc  # noqa: E402,F401
 
 import dolfinx  # noqa: E402
-import dolfinx.fem.petsc  # noqa: E402
-import ufl  # noqa: E402
 
 from hybridsolve.movement import (CallableMonitor, Monitor, RingMonitor, cell_metrics,  # noqa: E402
                                   create_mover, gather_cells, plot_meshes)
@@ -40,56 +39,17 @@ from hybridsolve.parallel import print0  # noqa: E402
 
 
 class Gaussian:
-    """u = exp(-((x - x0)^2 + (y - y0)^2) / w^2): the Helmholtz demo's solution, moved."""
+    """A Helmholtz case of bench_movement's: the Gaussian at (x0, y0) of width w, its P1 error and
+    its Hessian monitor."""
 
     def __init__(self, x0: float, y0: float, w: float) -> None:
         self.x0, self.y0, self.w = x0, y0, w
 
     def error(self, mesh) -> float:
-        """L2 error of the P1 solution of -Laplace u + u = f (u = the Gaussian on the boundary)."""
-        comm = mesh.comm
-        V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
-        u, v = ufl.TrialFunction(V), ufl.TestFunction(V)
-        x = ufl.SpatialCoordinate(mesh)
-        ue = ufl.exp(-((x[0] - self.x0) ** 2 + (x[1] - self.y0) ** 2) / self.w**2)
-        f = -ufl.div(ufl.grad(ue)) + ue
-        a = (ufl.inner(ufl.grad(u), ufl.grad(v)) + u * v) * ufl.dx
-        mesh.topology.create_connectivity(1, 2)
-        bf = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-        g = dolfinx.fem.Function(V)
-        g.interpolate(dolfinx.fem.Expression(ue, V.element.interpolation_points))
-        bc = dolfinx.fem.dirichletbc(g, dolfinx.fem.locate_dofs_topological(V, 1, bf))
-        prob = dolfinx.fem.petsc.LinearProblem(a, f * v * ufl.dx, bcs=[bc],
-                                               petsc_options_prefix="helm_",
-                                               petsc_options={"ksp_type": "preonly",
-                                                              "pc_type": "lu"})
-        uh = prob.solve()
-        uh = uh[0] if isinstance(uh, tuple) else uh
-        e = dolfinx.fem.form((uh - ue) ** 2 * ufl.dx(metadata={"quadrature_degree": 8}))
-        return float(np.sqrt(comm.allreduce(dolfinx.fem.assemble_scalar(e), op=MPI.SUM)))
+        return helmholtz_error(mesh, self.x0, self.y0, self.w)
 
     def monitor(self) -> Monitor:
-        g = self
-
-        class _M(Monitor):
-            name = f"1 + 5|H|/max|H| (bump at {g.x0:.2f}, {g.y0:.2f}, w {g.w:.2f})"
-
-            def evaluate(self, V, x):
-                dx, dy, W = x[:, 0] - g.x0, x[:, 1] - g.y0, g.w
-                u = np.exp(-(dx**2 + dy**2) / W**2)
-                hxx = u * (4 * dx * dx / W**4 - 2 / W**2)
-                hyy = u * (4 * dy * dy / W**4 - 2 / W**2)
-                hxy = u * 4 * dx * dy / W**4
-                h = np.sqrt(hxx**2 + hyy**2 + 2 * hxy**2)
-                hmax = V.mesh.comm.allreduce(float(h.max(initial=0.0)), op=MPI.MAX)
-                return 1.0 + 5.0 * h / hmax
-
-        return _M()
-
-
-def _front(c, name="front"):
-    return CallableMonitor(
-        lambda x: 1 + 10 * np.exp(-200 * (x[0] + 0.3 * np.sin(4 * x[1]) - c) ** 2), name)
+        return HelmholtzMonitor(self.x0, self.y0, self.w)
 
 
 def _aniso(x):

@@ -45,6 +45,26 @@ def collective_call(comm: MPI.Comm, fn: Callable[[], Any], what: str = "") -> An
     return out
 
 
+def rank0_call(comm: MPI.Comm, fn: Callable[[], Any], what: str, broadcast: bool = True) -> Any:
+    """Run ``fn`` on rank 0 only and broadcast its result (``broadcast=False``: rank 0 keeps it,
+    the others get ``None``); if it raises there, every rank raises: an :class:`InputError` as it
+    was, anything else as a ``SolverError`` naming ``what``, so no rank waits for a failed one."""
+    from hybridsolve.errors import SolverError
+
+    out, err = None, None
+    if comm.rank == 0:
+        try:
+            out = fn()
+        except InputError as e:
+            err = ("input", str(e))
+        except Exception as e:  # noqa: BLE001 - re-raised on every rank below
+            err = ("solver", f"{what} failed on rank 0: {type(e).__name__}: {e}")
+    err = comm.bcast(err, root=0)
+    if err:
+        raise InputError(err[1]) if err[0] == "input" else SolverError(err[1])
+    return comm.bcast(out, root=0) if broadcast else out
+
+
 def _petsc_error(exc: BaseException) -> BaseException | None:
     """The petsc4py error in ``exc`` or its causes, if any."""
     while exc is not None:

@@ -50,6 +50,18 @@ def assert_all(comm, cond: bool, msg: str = "") -> None:
     assert ok, f"{msg} (failed on at least one rank)"
 
 
+def by_input_index(mesh):
+    """A 2-D mesh's vertex coordinates ordered by the input (global) node index, gathered on every
+    rank: comparable across numbers of ranks."""
+    n = mesh.geometry.index_map().size_local
+    idx = np.asarray(mesh.geometry.input_global_indices[:n])
+    allidx = np.concatenate(mesh.comm.allgather(idx))
+    allx = np.concatenate(mesh.comm.allgather(mesh.geometry.x[:n, :2]))
+    out = np.empty_like(allx)
+    out[allidx] = allx
+    return out
+
+
 def run_cli(args, np_: int = 1, timeout: float = 240, env_extra=None):
     """Run ``hybridsolve`` (under ``mpiexec -n np_`` when np_ > 1) and return the CompletedProcess."""
     cmd = [str(BIN / "python"), "-m", "hybridsolve", *args]

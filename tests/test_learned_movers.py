@@ -20,21 +20,11 @@ from hybridsolve.movement import (MOVERS, CallableMonitor, MoveReason, RingMonit
                                   create_mover, register_mover)
 from hybridsolve.movement.learned import LearnedMover, blend_until_untangled  # noqa: E402
 from hybridsolve.movement.untangle import signed_measure  # noqa: E402
-from conftest import assert_all, run_cli  # noqa: E402
+from conftest import assert_all, by_input_index, run_cli  # noqa: E402
 
 
 def square(comm, n=12):
     return dolfinx.mesh.create_unit_square(comm, n, n)
-
-
-def by_input_index(mesh):
-    n = mesh.geometry.index_map().size_local
-    idx = np.asarray(mesh.geometry.input_global_indices[:n])
-    allidx = np.concatenate(mesh.comm.allgather(idx))
-    allx = np.concatenate(mesh.comm.allgather(mesh.geometry.x[:n, :2]))
-    out = np.empty_like(allx)
-    out[allidx] = allx
-    return out
 
 
 BUMP = CallableMonitor(lambda x: 1 + 8 * np.exp(-((x[0] - 0.4) ** 2 + (x[1] - 0.6) ** 2) / 0.02),

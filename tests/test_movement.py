@@ -20,25 +20,13 @@ from hybridsolve.movement import (MOVERS, CallableMonitor, ConstantMonitor, Grad
                                   gather_cells, get_mover, mesh_quality, mover_names, plot_meshes,
                                   recover_hessian, register_mover, write_mesh)
 from hybridsolve.problems.fem import gmsh_domain  # noqa: E402
-from conftest import assert_all, run_cli  # noqa: E402
+from conftest import assert_all, by_input_index, run_cli  # noqa: E402
 
 RING = dict(alpha=10.0, beta=100.0, radius=0.3)
 
 
 def square(comm, n=12):
     return dolfinx.mesh.create_unit_square(comm, n, n)
-
-
-def by_input_index(mesh):
-    """Vertex coordinates ordered by the input (global) node index, gathered on every rank."""
-    n = mesh.geometry.index_map().size_local
-    idx = np.asarray(mesh.geometry.input_global_indices[:n])
-    x = mesh.geometry.x[:n, :2]
-    allidx = np.concatenate(mesh.comm.allgather(idx))
-    allx = np.concatenate(mesh.comm.allgather(x))
-    out = np.empty_like(allx)
-    out[allidx] = allx
-    return out
 
 
 @pytest.mark.parametrize("variant", ["relaxation", "newton"])

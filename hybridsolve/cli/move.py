@@ -60,13 +60,10 @@ def make_mover(args: argparse.Namespace, mesh, monitor):
     Monge-Ampere), on ``mesh`` with ``monitor``."""
     from hybridsolve.movement import create_mover, get_mover
     from hybridsolve.movement.learned import LearnedMover
-    from hybridsolve.stack import PETSc
+    from hybridsolve.movement.mover import selected_mover
 
     pinned = True if args.pinned == "all" else None
-    name = args.mover
-    if name is None:
-        opts = PETSc.Options("mover_")
-        name = opts.getString("type") if opts.hasName("type") else "monge-ampere"
+    name = selected_mover(args.mover)
     kw = {}
     if args.model is not None:
         if not issubclass(get_mover(name), LearnedMover):

@@ -73,11 +73,6 @@ class DMMNet(nn.Module):
         (g,) = torch.autograd.grad(phi.sum(), xi, create_graph=create_graph)
         return g, phi
 
-    @torch.no_grad()
-    def _norm_sensors(self, values: np.ndarray) -> torch.Tensor:
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        return torch.as_tensor(v / v.mean() - 1.0, dtype=torch.float32)[None]
-
     def move_points(self, xi: np.ndarray, values: np.ndarray, interp=None) -> np.ndarray:
         """New coordinates for vertices ``xi`` (n, 2) with monitor ``values`` at them: the
         vertices' bounding box is mapped onto the unit square, the sensors are the monitor's

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -49,7 +49,6 @@ class MoveDataConfig:
     monitors: tuple = ("analytic",)
     seed: int = 0
     out: str = "movedata"
-    extra: dict = field(default_factory=dict)
 
 
 def _spec(cfg: MoveDataConfig, i: int) -> dict:

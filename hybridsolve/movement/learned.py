@@ -98,9 +98,21 @@ class LearnedMover(Mover):
         self.model = self.on_rank0_load()
 
     # -- what subclasses implement ---------------------------------------------------------------
+    #: the network class a model file must hold (its ``kind``), and what to call it
+    model_kind, model_label = "", ""
+
     def load(self, name: str) -> Any:
-        """Read the model (rank 0); raise :class:`InputError` for a bad or mismatched file."""
-        raise NotImplementedError
+        """Read the model (rank 0); :class:`InputError` for a bad file or one holding another
+        network than ``model_kind`` (the movers are 2-D)."""
+        from hybridsolve.learned.models import load_model
+
+        model = load_model(name)
+        if type(model).__name__ != self.model_kind:
+            raise InputError(f"model {name!r} is a {type(model).__name__}, not a "
+                             f"{self.model_label} network")
+        if self.d != 2:
+            raise InputError(f"model {name!r} moves triangle meshes; the mesh is {self.d}-D")
+        return model
 
     def predict(self, xi: np.ndarray, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
         """New coordinates (nverts, d) for the computational vertices ``xi`` (global order),
@@ -114,16 +126,10 @@ class LearnedMover(Mover):
 
     def on_rank0_load(self) -> Any:
         """The model on rank 0 (``None`` elsewhere); a bad file is an InputError on every rank."""
-        err, model = None, None
-        if self.comm.rank == 0:
-            try:
-                model = self.load(self.model_name)
-            except InputError as e:
-                err = str(e)
-        err = self.comm.bcast(err, root=0)
-        if err:
-            raise InputError(err)
-        return model
+        from hybridsolve.parallel import rank0_call
+
+        return rank0_call(self.comm, lambda: self.load(self.model_name),
+                          f"loading model {self.model_name!r}", broadcast=False)
 
     def classical(self) -> Mover:
         """The fallback mover (built on first use, options under ``{prefix}fallback_``)."""
@@ -188,17 +194,7 @@ class DMMMover(LearnedMover):
 
     method = "dmm"
     default_model = "dmm2d"
-
-    def load(self, name: str) -> Any:
-        from hybridsolve.learned.dmm import DMMNet
-        from hybridsolve.learned.models import load_model
-
-        model = load_model(name)
-        if not isinstance(model, DMMNet):
-            raise InputError(f"model {name!r} is a {type(model).__name__}, not a DMM network")
-        if self.d != model.dim:
-            raise InputError(f"model {name!r} is {model.dim}-D; the mesh is {self.d}-D")
-        return model
+    model_kind, model_label = "DMMNet", "DMM"
 
     def predict(self, xi: np.ndarray, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
         if getattr(self, "_interp", None) is None:   # the sensor interpolation, once per mesh
@@ -217,17 +213,7 @@ class UM2NMover(LearnedMover):
 
     method = "um2n"
     default_model = "um2n2d"
-
-    def load(self, name: str) -> Any:
-        from hybridsolve.learned.models import load_model
-        from hybridsolve.learned.um2n import UM2NNet
-
-        model = load_model(name)
-        if not isinstance(model, UM2NNet):
-            raise InputError(f"model {name!r} is a {type(model).__name__}, not a UM2N network")
-        if self.d != 2:
-            raise InputError(f"model {name!r} moves triangle meshes; the mesh is {self.d}-D")
-        return model
+    model_kind, model_label = "UM2NNet", "UM2N"
 
     def predict(self, xi: np.ndarray, cells: np.ndarray, values: np.ndarray) -> np.ndarray:
         from hybridsolve.learned.um2n import mesh_graph

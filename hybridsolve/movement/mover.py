@@ -43,7 +43,8 @@ from hybridsolve.options import check_prefix, defaults_under_prefix
 from hybridsolve.stack import MPI, PETSc
 
 __all__ = ["Mover", "Outcome", "MoveStop", "MeshTanglingError", "MoveReason", "MoveResult",
-           "register_mover", "get_mover", "mover_names", "create_mover", "MOVERS"]
+           "register_mover", "get_mover", "mover_names", "create_mover", "selected_mover",
+           "MOVERS"]
 
 log = logging.getLogger(__name__)
 
@@ -182,18 +183,11 @@ class Mover:
         return self._whole
 
     def on_rank0(self, fn: Any, what: str) -> Any:
-        """``fn()`` on rank 0 only, its result broadcast; an exception there is raised on every
-        rank (a :class:`SolverError` naming ``what``), so no rank waits for a failed one."""
-        out, err = None, None
-        if self.comm.rank == 0:
-            try:
-                out = fn()
-            except Exception as e:  # noqa: BLE001 - re-raised on every rank below
-                err = f"{what} failed on rank 0: {type(e).__name__}: {e}"
-        err = self.comm.bcast(err, root=0)
-        if err:
-            raise SolverError(err)
-        return self.comm.bcast(out, root=0)
+        """``fn()`` on rank 0 only, its result broadcast (:func:`hybridsolve.parallel.rank0_call`:
+        a failure there is raised on every rank)."""
+        from hybridsolve.parallel import rank0_call
+
+        return rank0_call(self.comm, fn, what)
 
     def repair(self, monitor: Monitor, out: Outcome, rings: int | None = None) -> None:
         """Untangle ``out.x`` locally (:func:`~hybridsolve.movement.untangle.untangle` on the
@@ -410,6 +404,14 @@ def get_mover(name: str) -> type:
     return cls
 
 
+def selected_mover(name: str | None, prefix: str = "mover_") -> str:
+    """``name``, else ``-{prefix}type`` from PETSc's options database, else ``monge-ampere``."""
+    if name is not None:
+        return name
+    opts = PETSc.Options(check_prefix(prefix))
+    return opts.getString("type") if opts.hasName("type") else "monge-ampere"
+
+
 def create_mover(name: str | None, mesh: Any, monitor: Any = None, *, prefix: str = "mover_",
                  options: Mapping[str, Any] | None = None, **kwargs: Any) -> Mover:
     """A mover by name, bound to ``mesh``.
@@ -426,10 +428,7 @@ def create_mover(name: str | None, mesh: Any, monitor: Any = None, *, prefix: st
     """
     prefix = check_prefix(prefix)
     with defaults_under_prefix(prefix, options):
-        if name is None:
-            opts = PETSc.Options(prefix)
-            name = opts.getString("type") if opts.hasName("type") else "monge-ampere"
-        return get_mover(name)(mesh, monitor, prefix=prefix, **kwargs)
+        return get_mover(selected_mover(name, prefix))(mesh, monitor, prefix=prefix, **kwargs)
 
 
 register_mover("monge-ampere", "hybridsolve.movement.monge_ampere.MongeAmpereMover")
