@@ -39,7 +39,8 @@ def train(args) -> None:
             loss, _, k = spec.partition(":")
             steps = int(k) if k else 40
             out = work / f"np_{bc}_{loss}_{steps}.safetensors"
-            cfg = NPTrainConfig(n=args.n, geometries=args.geometries, samples=args.samples,
+            cfg = NPTrainConfig(n=args.n, family=args.family, geometries=args.geometries,
+                                samples=args.samples,
                                 epochs=args.epochs, loss=loss, bc=bc, heldout=args.heldout,
                                 threads=1, out=str(out), seed=args.seed, steps=steps)
             s = train_npsolver(cfg, progress=False, epoch_lines=False)
@@ -50,7 +51,7 @@ def train(args) -> None:
     write_table(args.name, "NPSolver: label-free vs supervised vs residual loss",
                 ["boundary conditions", "loss", "samples", "epochs", "final training loss",
                  "held-out rel. L2 (mean)", "held-out rel. L2 (max)", "training time [s]"], rows,
-                notes=(f"cutsquare meshes (mesh size 1/{args.n}, {args.geometries} training "
+                notes=(f"{args.family} meshes (mesh size 1/{args.n}, {args.geometries} training "
                        f"geometries, seed {args.seed}), the same {args.samples} samples (geometry, "
                        "Dirichlet/Neumann per patch, Fourier source) for every loss; physics = "
                        "RMSE to K Jacobi-PCG steps from the prediction (no gradient, float64); "
@@ -125,8 +126,9 @@ def solve(args) -> None:
     info = model_info(args.model)
     comm = MPI.COMM_SELF
     rows, agg = [], {}
+    family = info["train"].get("family", "cutsquare")
     for n in [int(v) for v in args.sizes.split(",")]:
-        fam = get_family("cutsquare", n, count=args.count, seed=777, bc=info["train"]["bc"])
+        fam = get_family(family, n, count=args.count, seed=777, bc=info["train"]["bc"])
         for i in range(args.count):
             s = fam.system(i, comm)
             prob = s.extra["problem"]
@@ -137,7 +139,7 @@ def solve(args) -> None:
             exact = spla.spsolve(A.tocsc(), b)
             from hybridsolve.learned.npsolver import Geometry
 
-            M = Geometry.from_mesh(prob.mesh, s.params[:10]).M
+            M = Geometry.from_family(fam, prob.mesh, s.params).M
             t0 = time.perf_counter()
             inputs = MeshInputs(prob.V, dofs)
             t_inputs = time.perf_counter() - t0
@@ -244,7 +246,7 @@ def solve(args) -> None:
                 notes=(f"Model {Path(args.model).name} (trained with the {info['train']['loss']} "
                        f"loss, bc {info['train']['bc']}, {info['train']['samples']} samples, mesh "
                        f"size 1/{info['train']['n']}; held-out error at training "
-                       f"{info['heldout']['rel_l2_mean']:.4f}); {args.count} cutsquare systems per "
+                       f"{info['heldout']['rel_l2_mean']:.4f}); {args.count} {family} systems per "
                        "size from seed 777 (geometries never trained on). Network time: one "
                        "prediction (features, forward pass in float32 on 1 thread, scatter) after a "
                        "warm-up, mean of 5; the mesh inputs are gathered once per mesh (not timed). "
@@ -261,6 +263,7 @@ def main(argv=None) -> None:
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("train")
     t.add_argument("--n", type=int, default=16)
+    t.add_argument("--family", default="cutsquare", choices=["cutsquare", "cutbox"])
     t.add_argument("--geometries", type=int, default=32)
     t.add_argument("--samples", type=int, default=512)
     t.add_argument("--epochs", type=int, default=20)

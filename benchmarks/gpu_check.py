@@ -11,7 +11,8 @@
    and ICC-PCG on the same systems, the baselines a GPU DCDM has to beat.
 
 3. **NPSolver on the device** (issue 15): on held-out cutsquare meshes (mesh size 1/16 to 1/96,
-   up to about 1.5e4 dofs) the network's prediction time in fp32 and bf16 with its relative L2
+   up to about 1.5e4 dofs; npsolver2d) and cutbox meshes (1/8 to 1/24, up to about 1.5e4 dofs;
+   npsolver3d) the network's prediction time in fp32 and bf16 with its relative L2
    error, the CPU time of CG+ICC and CG+GAMG from zero to the same accuracy (the GPU goal: 10x
    faster at matched accuracy), and the time of one label-free training step (batch 8, 40
    batched Jacobi-PCG steps in float64 on the device).
@@ -162,15 +163,17 @@ def npsolver_part(quick: bool) -> dict | None:
         return None
     dev = "cuda"
     out: dict = {}
-    base = load_model("npsolver2d")
-    for n in ((16, 32) if quick else (16, 48, 96)):
-        fam = get_family("cutsquare", n, count=1, seed=777)
+    cases = [("cutsquare", "npsolver2d", n) for n in ((16, 32) if quick else (16, 48, 96))]
+    cases += [("cutbox", "npsolver3d", n) for n in ((8,) if quick else (8, 16, 24))]
+    for family, name, n in cases:
+        base = load_model(name)
+        fam = get_family(family, n, count=1, seed=777)
         s = fam.system(0, MPI.COMM_SELF)
         prob = s.extra["problem"]
         ip, ix, v = s.A.getValuesCSR()
         A = sp.csr_matrix((v, ix, ip), shape=s.A.getSize())
         exact = spla.spsolve(A.tocsc(), s.b.getArray(readonly=True).copy())
-        geo = Geometry.from_mesh(prob.mesh, s.params[:10])
+        geo = Geometry.from_family(fam, prob.mesh, s.params)
         inputs = MeshInputs(prob.V, prob.bcs[0].dof_indices()[0])
         row = {"dofs": s.size}
         x = s.b.duplicate()
@@ -206,8 +209,8 @@ def npsolver_part(quick: bool) -> dict | None:
             opt.step()
         torch.cuda.synchronize()
         row["gpu_train_step_s"] = (time.perf_counter() - t0) / 3
-        out[f"1/{n}"] = row
-        print("npsolver", n, row, flush=True)
+        out[f"{family} 1/{n}"] = row
+        print("npsolver", family, n, row, flush=True)
         x.destroy()
         s.destroy()
     return out

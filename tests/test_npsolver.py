@@ -209,13 +209,44 @@ def test_cutsquare_refuses_a_pure_neumann_problem_and_bad_options():
         assert np.array_equal(q[10:20] > 0.5, _patch_present(q[:10]))
 
 
+def test_cutbox_family_builds_a_mesh_per_system_on_any_rank_count(comm):
+    """The 3-D family: cubes with cylindrical holes along a drawn axis, every boundary facet on
+    a patch (the build checks it), the same system on 1 and 2 ranks."""
+    fam = get_family("cutbox", 8, count=3, seed=3)
+    sizes, axes = [], []
+    for i in range(3):
+        s = fam.system(i, comm)
+        assert_all(comm, s.params.shape == (7 + 8 + 216,))
+        assert_all(comm, (s.params[7:15] > 0.5).any(), "a Dirichlet patch")
+        sizes.append(s.size)
+        axes.append(int(s.params[0]))
+        x = s.to_scipy()[0]
+        assert_all(comm, abs(x - x.T).max() < 1e-12, "the matrix is symmetric")
+        assert_all(comm, s.extra["problem"].mesh.topology.dim == 3)
+        s.destroy()
+    serial = []
+    for i in range(3):
+        s = fam.system(i, MPI.COMM_SELF)
+        serial.append(s.size)
+        s.destroy()
+    assert_all(comm, sizes == serial and len(set(sizes)) > 1, f"{sizes} vs {serial}")
+    with pytest.raises(InputError, match="radii"):
+        p = fam.params(0).copy()
+        p[3] = 0.0                       # the first hole's radius
+        fam.system_from_params(p, MPI.COMM_SELF)
+
+
 @pytest.mark.serial
-def test_npsolver_sample_system_is_the_dolfinx_assembly():
+@pytest.mark.parametrize("family,n", [("cutsquare", 16), ("cutbox", 8)])
+def test_npsolver_sample_system_is_the_dolfinx_assembly(family, n):
     """Geometry + sample_system (SciPy, what training uses) equals the family's DOLFINx
-    assembly of the same parameters, on meshes with Neumann and Dirichlet patches."""
+    assembly of the same parameters, on meshes with Neumann and Dirichlet patches; the facet
+    normals point out of the domain (away from the centre on the outer sides, into the holes
+    of the cutbox)."""
     from hybridsolve.learned.npsolver import Geometry, sample_system
 
-    fam = get_family("cutsquare", 16, count=3, seed=5)
+    fam = get_family(family, n, count=3, seed=5)
+    g, k = fam.ngeom, fam.ngeom + fam.patches
     for i in range(3):
         p = fam.params(i)
         s = fam.system_from_params(p, MPI.COMM_SELF)
@@ -224,25 +255,34 @@ def test_npsolver_sample_system_is_the_dolfinx_assembly():
         import scipy.sparse as sp
 
         Aref = sp.csr_matrix((v, ix, ip), shape=A_ref.getSize())
-        geo = Geometry.from_mesh(s.extra["problem"].mesh, p[:10])
-        A, b, dmask, f = sample_system(geo, p[10:20], p[20:])
+        geo = Geometry.from_family(fam, s.extra["problem"].mesh, p)
+        A, b, dmask, f = sample_system(geo, p[g:k], p[k:])
         assert abs(A - Aref).max() < 1e-12 * abs(Aref).max()
         assert np.abs(b - b_ref.getArray()).max() < 1e-12 * np.abs(b).max()
         assert 0 < dmask.sum() < len(dmask)
-        # outward normals: they point away from the square's centre on the outer sides
-        out = geo.patch < 4
+        out = geo.patch < 2 * fam.dim            # the square's sides, the cube's faces
         assert (np.einsum("ij,ij->i", geo.normal[out], geo.mid[out] - 0.5) > 0).all()
+        if family == "cutbox":
+            axis = int(p[0])
+            cross = [j for j in range(3) if j != axis]
+            for j, (c1, c2, r) in enumerate(p[1:7].reshape(2, 3)):
+                on = geo.patch == 6 + j
+                assert on.any() == (r > 0)
+                radial = geo.mid[on][:, cross] - [c1, c2]
+                assert (np.einsum("ij,ij->i", geo.normal[on][:, cross], radial) < 0).all()
         s.destroy()
 
 
 @pytest.mark.serial
-def test_npsolver_net_is_zero_on_dirichlet_vertices_and_permutation_equivariant():
+@pytest.mark.parametrize("family,n", [("cutsquare", 12), ("cutbox", 6)])
+def test_npsolver_net_is_zero_on_dirichlet_vertices_and_permutation_equivariant(family, n):
     from hybridsolve.learned.npsolver import NPSolverNet, geometries, draw_samples
 
     torch.manual_seed(0)
-    geos = geometries(12, 2, 0, "random")
+    geos = geometries(n, 2, 0, "random", family)
     smp = draw_samples(geos, 2, np.random.default_rng(0), "random", labels=False)[0]
-    net = NPSolverNet(width=32, blocks=2, heads=4, slices=8, bslices=4).eval()
+    dim = 2 if family == "cutsquare" else 3
+    net = NPSolverNet(width=32, blocks=2, heads=4, slices=8, bslices=4, dim=dim).eval()
     with torch.no_grad():
         out = net(smp.pts, smp.btok)
         d = smp.pts[:, -2] > 0.5
@@ -253,6 +293,9 @@ def test_npsolver_net_is_zero_on_dirichlet_vertices_and_permutation_equivariant(
     assert torch.allclose(out2, out[perm], atol=1e-6)
     with pytest.raises(InputError, match="features"):
         net(smp.pts[:, :5], smp.btok)
+    other = NPSolverNet(width=32, blocks=2, heads=4, slices=8, bslices=4, dim=5 - dim)
+    with pytest.raises(InputError, match=f"expected .* \\(a {5 - dim}-D mesh\\)"):
+        other(smp.pts, smp.btok)                 # a mesh of the other dimension
 
 
 @pytest.mark.serial

@@ -131,14 +131,15 @@ def _parser() -> argparse.ArgumentParser:
                       "on Ritz vectors of structured-grid Poisson matrices with obstacles")
     tr.add_argument("what", choices=["dcdm", "npsolver", "dmm", "um2n"],
                     help="dcdm: DCDM's network; npsolver: the neural Poisson solver on cutsquare "
-                         "meshes (label-free by PCG steps from its prediction, or a baseline loss); "
+                         "(--dim 3: cutbox) meshes (label-free by PCG steps from its prediction, or a baseline loss); "
                          "dmm: the data-free mesh mover (Monge-Ampere residual on random "
                          "analytic monitors; --iterations, --batch, --lr, --width); um2n: the "
                          "graph mover on meshes moved by Monge-Ampere (--data, --samples)")
     tr.add_argument("--n", type=int, default=None,
                     help="dcdm: grid points per side (default 32); npsolver: mesh size 1/n "
-                         "(default 16)")
-    tr.add_argument("--dim", type=int, default=2, choices=[2, 3], help="2 or 3 (default 2)")
+                         "(default 16, --dim 3: 8)")
+    tr.add_argument("--dim", type=int, default=2, choices=[2, 3],
+                    help="2 or 3 (default 2); npsolver: 3 trains on the cutbox family")
     tr.add_argument("--obstacles", type=int, default=3, help="solid boxes per matrix (default 3)")
     tr.add_argument("--matrices", type=int, default=4, help="training matrices (default 4)")
     tr.add_argument("--lanczos", type=int, default=300, help="Lanczos steps per matrix (default 300)")
@@ -170,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", default="", help="start from this model file (same architecture): "
                                                 "warm start, curriculum across grid sizes")
     tr.add_argument("--geometries", type=int, default=32,
-                    help="npsolver: training meshes (cutsquare geometries, default 32)")
+                    help="npsolver: training meshes (geometries of the family, default 32)")
     tr.add_argument("--steps", type=int, default=40,
                     help="npsolver: Jacobi-PCG steps of the physics target (default 40)")
     tr.add_argument("--loss", default="physics", choices=["physics", "supervised", "residual"],

@@ -37,7 +37,10 @@ def _train_npsolver(args: argparse.Namespace, comm) -> int:
     from hybridsolve.learned.npsolver import NPTrainConfig, train_npsolver
     from hybridsolve.parallel import print0
 
-    cfg = NPTrainConfig(n=16 if args.n is None else args.n, geometries=args.geometries,
+    from hybridsolve.learned.npsolver import FAMILIES
+
+    n = args.n if args.n is not None else (16 if args.dim == 2 else 8)
+    cfg = NPTrainConfig(n=n, family=FAMILIES[args.dim], geometries=args.geometries,
                         samples=args.samples or 2000,
                         epochs=args.epochs if args.epochs is not None else 15, batch=args.batch or 16, lr=args.lr, steps=args.steps,
                         loss=args.loss, bc=args.bc, seed=args.seed, width=args.width or 64,
@@ -49,7 +52,7 @@ def _train_npsolver(args: argparse.Namespace, comm) -> int:
                              epoch_lines=not args.quiet, log=lambda m: print0(m, comm=comm))
     loss, ev = summary["loss_history"], summary["heldout"]
     print0(f"train npsolver ({cfg.loss} loss, bc {cfg.bc}): {summary['samples']} samples on "
-           f"{cfg.geometries} meshes, {cfg.epochs} epochs, loss {loss[0]:.4g} -> {loss[-1]:.4g}, "
+           f"{cfg.geometries} {cfg.family} meshes, {cfg.epochs} epochs, loss {loss[0]:.4g} -> {loss[-1]:.4g}, "
            f"held-out relative L2 error {ev['rel_l2_mean']:.4f} (max {ev['rel_l2_max']:.4f}, "
            f"{ev['samples']} samples on other geometries), {summary['parameters']} parameters, "
            f"{summary['time']:.1f} s; wrote {summary['out']}", comm=comm)

@@ -10,25 +10,33 @@ from torch import nn
 
 from hybridsolve.errors import InputError
 
-__all__ = ["NPSolverNet", "FOURIER", "POINT_FEATURES", "BOUNDARY_FEATURES", "mesh_features"]
+__all__ = ["NPSolverNet", "FOURIER", "point_features", "boundary_features", "mesh_features"]
 
 #: Fourier features of the coordinates: sin/cos(k pi x), sin/cos(k pi y), k = 1..FOURIER
 FOURIER = 3
-POINT_FEATURES = 2 + 4 * FOURIER + 3
-BOUNDARY_FEATURES = 6
+
+
+def point_features(dim: int) -> int:
+    """Features per vertex token in ``dim``-D: coordinates, 2 FOURIER per axis, source, flags."""
+    return dim + 2 * dim * FOURIER + 3
+
+
+def boundary_features(dim: int) -> int:
+    """Features per boundary-facet token: midpoint, outward normal, Dirichlet, Neumann."""
+    return 2 * dim + 2
 
 
 def mesh_features(coords, f, dirichlet, neumann, mid, normal, facet_dirichlet):
     """The network's inputs, the one place they are built (training and PETSc alike): vertex
-    tokens (coordinates, sin/cos(k pi x), sin/cos(k pi y) for k = 1..FOURIER, the source, the
-    Dirichlet and Neumann-boundary flags) and boundary-facet tokens (midpoint, outward normal,
-    Dirichlet, Neumann), as float32 tensors (n, POINT_FEATURES) and (nb, BOUNDARY_FEATURES)."""
+    tokens (coordinates, sin/cos(k pi x), sin/cos(k pi y) (and z) for k = 1..FOURIER, the
+    source, the Dirichlet and Neumann-boundary flags) and boundary-facet tokens (midpoint,
+    outward normal, Dirichlet, Neumann), as float32 tensors (n, point_features(dim)) and
+    (nb, boundary_features(dim)); ``dim`` is ``coords.shape[1]``."""
     import numpy as np
 
-    x, y = coords[:, 0], coords[:, 1]
     k = np.arange(1, FOURIER + 1)
-    four = np.concatenate([np.sin(np.pi * np.outer(x, k)), np.cos(np.pi * np.outer(x, k)),
-                           np.sin(np.pi * np.outer(y, k)), np.cos(np.pi * np.outer(y, k))], axis=1)
+    four = np.concatenate([g(np.pi * np.outer(coords[:, j], k)) for j in range(coords.shape[1])
+                           for g in (np.sin, np.cos)], axis=1)
     pts = np.concatenate([coords, four, np.asarray(f)[:, None], np.asarray(dirichlet)[:, None],
                           np.asarray(neumann)[:, None]], axis=1)
     d = np.asarray(facet_dirichlet, dtype=float)
@@ -68,18 +76,23 @@ class _Block(nn.Module):
 
 class NPSolverNet(nn.Module):
     """The boundary-aware slice transformer: vertex features and boundary-facet features in,
-    the solution at the vertices out (zero on Dirichlet vertices)."""
+    the solution at the vertices out (zero on Dirichlet vertices); ``dim``: 2 (triangle
+    meshes) or 3 (tetrahedra), which fixes the input features."""
 
     def __init__(self, width: int = 64, blocks: int = 4, heads: int = 4, slices: int = 32,
-                 bslices: int = 8) -> None:
+                 bslices: int = 8, dim: int = 2) -> None:
         super().__init__()
         if width % heads:
             raise InputError(f"NPSolverNet: width {width} is not a multiple of heads {heads}")
+        if dim not in (2, 3):
+            raise InputError(f"NPSolverNet: dim must be 2 or 3, got {dim}")
         self.config = {"kind": "NPSolverNet", "width": width, "blocks": blocks, "heads": heads,
-                       "slices": slices, "bslices": bslices}
-        self.embed_p = nn.Sequential(nn.Linear(POINT_FEATURES, width), nn.GELU(),
+                       "slices": slices, "bslices": bslices, "dim": dim}
+        self.dim = dim
+        self.n_point, self.n_boundary = point_features(dim), boundary_features(dim)
+        self.embed_p = nn.Sequential(nn.Linear(self.n_point, width), nn.GELU(),
                                      nn.Linear(width, width))
-        self.embed_b = nn.Sequential(nn.Linear(BOUNDARY_FEATURES, width), nn.GELU(),
+        self.embed_b = nn.Sequential(nn.Linear(self.n_boundary, width), nn.GELU(),
                                      nn.Linear(width, width))
         self.blocks = nn.ModuleList(_Block(width, heads, slices, bslices) for _ in range(blocks))
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
@@ -88,12 +101,12 @@ class NPSolverNet(nn.Module):
         self.scale = 0.03
 
     def forward(self, points: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
-        if points.shape[-1] != POINT_FEATURES or boundary.shape[-1] != BOUNDARY_FEATURES:
-            raise InputError(f"NPSolverNet: inputs with {points.shape[-1]} vertex and "
-                             f"{boundary.shape[-1]} boundary features, expected "
-                             f"{POINT_FEATURES} and {BOUNDARY_FEATURES}")
+        if points.shape[-1] != self.n_point or boundary.shape[-1] != self.n_boundary:
+            raise InputError(f"NPSolverNet ({self.dim}-D): inputs with {points.shape[-1]} vertex "
+                             f"and {boundary.shape[-1]} boundary features, expected "
+                             f"{self.n_point} and {self.n_boundary} (a {self.dim}-D mesh)")
         hp, hb = self.embed_p(points), self.embed_b(boundary)
         for blk in self.blocks:
             hp = blk(hp, hb)
-        free = 1.0 - points[:, POINT_FEATURES - 2]                  # 0 on Dirichlet vertices
+        free = 1.0 - points[:, self.n_point - 2]                    # 0 on Dirichlet vertices
         return self.scale * self.head(hp)[:, 0] * free

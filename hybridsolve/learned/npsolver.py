@@ -42,9 +42,9 @@ __all__ = ["Geometry", "boundary_facets", "sample_system", "NPSolverNet", "NPTra
 
 @dataclass
 class Geometry:
-    """One mesh as arrays (P1 dof numbering): ``coords`` (n, 2); ``K``, ``M`` stiffness and mass
-    (CSR, no boundary conditions); ``facets`` (nb, 2) dofs of each boundary facet; ``mid``,
-    ``normal`` (nb, 2); ``patch`` (nb,) its boundary patch."""
+    """One mesh as arrays (P1 dof numbering): ``coords`` (n, d); ``K``, ``M`` stiffness and mass
+    (CSR, no boundary conditions); ``facets`` (nb, d) dofs of each boundary facet; ``mid``,
+    ``normal`` (nb, d); ``patch`` (nb,) its boundary patch (d = 2: cutsquare, 3: cutbox)."""
 
     coords: np.ndarray
     K: sp.csr_matrix
@@ -61,7 +61,9 @@ class Geometry:
 
     @classmethod
     def from_mesh(cls, mesh, geom_params: np.ndarray, facets_patch=None) -> "Geometry":
-        """From a serial DOLFINx triangle mesh of the cut square with geometry ``geom_params``."""
+        """From a serial DOLFINx mesh of a cut square (or, with ``facets_patch`` from
+        :meth:`CutBox.facet_patches <hybridsolve.problems.cutbox.CutBox.facet_patches>`, a cut
+        box) with geometry ``geom_params``."""
         import dolfinx
         import dolfinx.fem.petsc
         import ufl
@@ -83,7 +85,7 @@ class Geometry:
 
         K = csr(ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
         M = csr(u * v * ufl.dx)
-        coords = V.tabulate_dof_coordinates()[:, :2].copy()
+        coords = V.tabulate_dof_coordinates()[:, :mesh.topology.dim].copy()
         facets, patch = facet_patches(mesh, np.asarray(geom_params)) if facets_patch is None \
             else facets_patch
         fd, mid, nrm = boundary_facets(V, facets)
@@ -91,26 +93,38 @@ class Geometry:
                    patch=np.asarray(patch, dtype=np.int64), params=np.asarray(geom_params))
 
 
+    @classmethod
+    def from_family(cls, family, mesh, params: np.ndarray) -> "Geometry":
+        """From a serial mesh of a cutsquare or cutbox ``family`` and a parameter array of it."""
+        geom = np.asarray(params)[:family.ngeom]
+        return cls.from_mesh(mesh, geom, family.facet_patches(mesh, geom))
+
+
 def boundary_facets(V, facets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For local boundary facets of a 2-D P1 space's mesh: the local dofs of each facet's two
-    vertices (nb, 2), its midpoint and its outward unit normal (nb, 2) (away from its cell)."""
+    """For local boundary facets of a P1 space's triangle (tetrahedral) mesh: the local dofs of
+    each facet's d vertices (nb, d), its midpoint (centroid) and its outward unit normal
+    (nb, d) (away from its cell)."""
     mesh = V.mesh
     tdim = mesh.topology.dim
     for a, b in ((tdim - 1, 0), (tdim, 0), (tdim - 1, tdim)):
         mesh.topology.create_connectivity(a, b)
-    coords = V.tabulate_dof_coordinates()[:, :2]
-    c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, 3)
+    coords = V.tabulate_dof_coordinates()[:, :tdim]
+    c2v = mesh.topology.connectivity(tdim, 0).array.reshape(-1, tdim + 1)
     v2dof = np.empty(c2v.max() + 1, dtype=np.int64)
     v2dof[c2v.reshape(-1)] = V.dofmap.list.reshape(-1)
-    f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, 2)
+    f2v = mesh.topology.connectivity(tdim - 1, 0).array.reshape(-1, tdim)
     fd = v2dof[f2v[facets]]
-    a, b = coords[fd[:, 0]], coords[fd[:, 1]]
-    mid, t = 0.5 * (a + b), b - a
-    nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
+    pts = coords[fd]                                   # (nb, d vertices, d)
+    mid = pts.mean(axis=1)
+    if tdim == 2:
+        t = pts[:, 1] - pts[:, 0]
+        nrm = np.stack([t[:, 1], -t[:, 0]], axis=1)
+    else:
+        nrm = np.cross(pts[:, 1] - pts[:, 0], pts[:, 2] - pts[:, 0])
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-300)
     f2c = mesh.topology.connectivity(tdim - 1, tdim)
     cells = np.array([f2c.links(f)[0] for f in facets], dtype=np.int64)
-    cen = coords[v2dof[c2v[cells]]].mean(axis=1) if len(cells) else np.zeros((0, 2))
+    cen = coords[v2dof[c2v[cells]]].mean(axis=1) if len(cells) else np.zeros((0, tdim))
     nrm[np.einsum("ij,ij->i", nrm, mid - cen) < 0] *= -1
     return fd, mid, nrm
 
@@ -127,7 +141,7 @@ def sample_system(geo: Geometry, flags: np.ndarray, coeffs: np.ndarray):
         raise InputError("NPSolver sample: no Dirichlet facet (a pure Neumann problem is singular)")
     dmask = np.zeros(geo.size, dtype=bool)
     dmask[geo.facets[on].reshape(-1)] = True
-    f = source_values(coeffs, geo.coords[:, 0], geo.coords[:, 1])
+    f = source_values(coeffs, *geo.coords.T)
     keep = sp.diags((~dmask).astype(float))
     A = (keep @ geo.K @ keep + sp.diags(dmask.astype(float))).tocsr()
     A.sort_indices()
@@ -145,17 +159,23 @@ def point_features(geo: Geometry, dmask: np.ndarray, f: np.ndarray, flags) -> tu
 
 
 # -- data -------------------------------------------------------------------------------------
-def geometries(n: int, count: int, seed: int, bc: str, log: Callable = print) -> list:
-    """``count`` geometries of the cutsquare family (mesh size 1/n, seed ``seed``), serial."""
+#: the families NPSolver trains on: a mesh per system, Dirichlet/Neumann patches, Fourier source
+FAMILIES = {2: "cutsquare", 3: "cutbox"}
+
+
+def geometries(n: int, count: int, seed: int, bc: str, family: str = "cutsquare") -> list:
+    """``count`` geometries of ``family`` (cutsquare or cutbox; mesh size 1/n, seed ``seed``),
+    serial."""
     from hybridsolve.problems import get_family
     from hybridsolve.stack import MPI
 
-    fam = get_family("cutsquare", n, count=count, seed=seed, bc=bc)
+    if family not in FAMILIES.values():
+        raise InputError(f"NPSolver: family {family!r}: one of {sorted(FAMILIES.values())}")
+    fam = get_family(family, n, count=count, seed=seed, bc=bc)
     out = []
     for i in range(count):
         p = fam.params(i)
-        mesh = fam.mesh(MPI.COMM_SELF, p)
-        out.append(Geometry.from_mesh(mesh, p[:10]))
+        out.append(Geometry.from_family(fam, fam.mesh(MPI.COMM_SELF, p), p))
     fam._cache.clear()
     return out
 
@@ -172,13 +192,13 @@ class _Sample:
 
 def draw_samples(geos: list, count: int, rng: np.random.Generator, bc: str,
                  labels: bool) -> list:
-    """``count`` samples over ``geos`` (round robin): Dirichlet flags per the ``bc`` setting,
-    a fresh Fourier source; ``labels``: with the direct solution."""
+    """``count`` samples over ``geos`` (round robin; all of one family): Dirichlet flags per the
+    ``bc`` setting, a fresh Fourier source; ``labels``: with the direct solution."""
     import scipy.sparse.linalg as spla
 
-    from hybridsolve.problems.cutsquare import CutSquare
+    from hybridsolve.problems import get_family
 
-    fam = CutSquare(8, bc=bc)
+    fam = get_family(FAMILIES[geos[0].coords.shape[1]], 8, bc=bc)
     out = []
     for k in range(count):
         g = k % len(geos)
@@ -196,6 +216,7 @@ def draw_samples(geos: list, count: int, rng: np.random.Generator, bc: str,
 @dataclass
 class NPTrainConfig:
     n: int = 16
+    family: str = "cutsquare"
     geometries: int = 32
     samples: int = 512
     epochs: int = 20
@@ -218,6 +239,9 @@ class NPTrainConfig:
         if self.loss not in ("physics", "supervised", "residual"):
             raise InputError(f"train npsolver: loss must be physics, supervised or residual, "
                              f"got {self.loss!r}")
+        if self.family not in FAMILIES.values():
+            raise InputError(f"train npsolver: family must be one of {sorted(FAMILIES.values())}, "
+                             f"got {self.family!r}")
         if self.bc not in ("fixed", "random"):
             raise InputError(f"train npsolver: bc must be fixed or random, got {self.bc!r}")
         for k in ("n", "geometries", "samples", "epochs", "batch", "width", "blocks", "heads",
@@ -267,14 +291,15 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
     out = Path(cfg.out)
     state_path = Path(str(out) + ".state.pt")
     rng = np.random.default_rng(cfg.seed)
-    geos = geometries(cfg.n, cfg.geometries, cfg.seed, cfg.bc)
+    geos = geometries(cfg.n, cfg.geometries, cfg.seed, cfg.bc, cfg.family)
     train = draw_samples(geos, cfg.samples, rng, cfg.bc, labels=cfg.loss == "supervised")
     held_geos = geometries(cfg.n, max(1, min(cfg.heldout, cfg.geometries)),
-                           cfg.seed + HELDOUT_SEED, cfg.bc)
+                           cfg.seed + HELDOUT_SEED, cfg.bc, cfg.family)
     held = draw_samples(held_geos, cfg.heldout, np.random.default_rng(cfg.seed + HELDOUT_SEED),
                         cfg.bc, labels=True)
     t_data = time.perf_counter() - t0
-    model = NPSolverNet(cfg.width, cfg.blocks, cfg.heads, cfg.slices, cfg.bslices)
+    model = NPSolverNet(cfg.width, cfg.blocks, cfg.heads, cfg.slices, cfg.bslices,
+                        dim=geos[0].coords.shape[1])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     cfg_json = config_key(cfg)
     start, history = 0, []

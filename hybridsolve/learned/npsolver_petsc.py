@@ -15,11 +15,12 @@ By options, after ``opts = register_mesh("mine", V, dirichlet_dofs)``::
 
     -ksp_type fcg -ksp_fcg_mmax 30
     -pc_type python -pc_python_type hybridsolve.learned.npsolver_petsc.NPSolverPC
-    -pc_npsolver_model npsolver2d|file  -pc_npsolver_mesh memory:mine|auto
+    -pc_npsolver_model auto|npsolver2d|npsolver3d|file  -pc_npsolver_mesh memory:mine|auto
     -pc_npsolver_fallback jacobi   -pc_npsolver_descent_tol 1e-4
     -pc_npsolver_smoother sor      -pc_npsolver_smooth_its 1   # "none": the network alone
 
-``-pc_npsolver_mesh auto`` (the default) takes the mesh from a system of our DOLFINx families
+``-pc_npsolver_model auto`` (the default) is the shipped network of the mesh's dimension
+(npsolver2d on triangles, npsolver3d on tetrahedra). ``-pc_npsolver_mesh auto`` (the default) takes the mesh from a system of our DOLFINx families
 (``hybridsolve solve --family cutsquare --method npsolver``): their matrices carry their P1
 problem.
 
@@ -42,7 +43,7 @@ from hybridsolve.parallel import collective_call
 from hybridsolve.solvers.base import PythonPC
 from hybridsolve.stack import MPI, PETSc
 
-__all__ = ["MeshInputs", "register_mesh", "NPSolverPC", "initial_guess"]
+__all__ = ["MeshInputs", "register_mesh", "NPSolverPC", "initial_guess", "check_dim"]
 
 _MESHES: dict[str, "MeshInputs"] = {}
 
@@ -51,7 +52,7 @@ class MeshInputs:
     """What the network sees of a DOLFINx P1 space with Dirichlet dofs, gathered on rank 0.
 
     Args:
-        V: a scalar P1 ``functionspace`` on a 2-D triangle mesh.
+        V: a scalar P1 ``functionspace`` on a triangle (2-D) or tetrahedral (3-D) mesh.
         dirichlet_dofs: local dof indices (owned and ghost, as ``locate_dofs_topological``
             returns them) where ``u`` is prescribed.
     """
@@ -61,14 +62,17 @@ class MeshInputs:
 
         mesh = V.mesh
         self.comm = comm = mesh.comm
-        if mesh.topology.dim != 2 or V.dofmap.index_map_bs != 1:
-            raise InputError("NPSolver: a scalar P1 space on a 2-D triangle mesh is needed")
+        self.dim = tdim = mesh.topology.dim
+        if tdim not in (2, 3) or mesh.geometry.dim != tdim or V.dofmap.index_map_bs != 1:
+            raise InputError("NPSolver: a scalar P1 space on a 2-D triangle or 3-D tetrahedral "
+                             f"mesh is needed (got topology {tdim}-D in {mesh.geometry.dim}-D, "
+                             f"block size {V.dofmap.index_map_bs})")
         imap = V.dofmap.index_map
         nown, nloc = imap.size_local, imap.size_local + imap.num_ghosts
         self.n = imap.size_global
         self.range = imap.local_range
         l2g = imap.local_to_global(np.arange(nloc, dtype=np.int32)).astype(np.int64)
-        coords = V.tabulate_dof_coordinates()[:, :2]
+        coords = V.tabulate_dof_coordinates()[:, :tdim]
         dmask = np.zeros(nloc, dtype=bool)
         dmask[np.asarray(dirichlet_dofs, dtype=np.int64)] = True
         from hybridsolve.movement.monitors import lumped_mass
@@ -77,9 +81,9 @@ class MeshInputs:
         # boundary facets owned here
         from hybridsolve.learned.npsolver import boundary_facets
 
-        mesh.topology.create_connectivity(1, 2)
+        mesh.topology.create_connectivity(tdim - 1, tdim)
         facets = dolfinx.mesh.exterior_facet_indices(mesh.topology)
-        facets = facets[facets < mesh.topology.index_map(1).size_local]
+        facets = facets[facets < mesh.topology.index_map(tdim - 1).size_local]
         fd, mid, nrm = boundary_facets(V, facets)
         fdir = dmask[fd].all(axis=1)
         own = slice(0, nown)
@@ -90,7 +94,7 @@ class MeshInputs:
         self.owned_ml = ml[:nown].copy()
         if comm.rank == 0:
             idx = np.concatenate(parts[0])
-            self.coords = np.empty((self.n, 2))
+            self.coords = np.empty((self.n, tdim))
             self.coords[idx] = np.concatenate(parts[1])
             self.dmask = np.empty(self.n, dtype=bool)
             self.dmask[idx] = np.concatenate(parts[2])
@@ -158,9 +162,20 @@ def _load(source: str):
     return m.eval()
 
 
+def check_dim(model, inputs: MeshInputs, source: str = "the model") -> None:
+    """A network trained on 2-D meshes cannot read a 3-D mesh (and back): a clear error on every
+    rank (the model and the mesh are the same everywhere)."""
+    dim = getattr(model, "dim", 2)
+    if dim != inputs.dim:
+        raise InputError(f"NPSolver: {source} was trained on {dim}-D meshes, this space is "
+                         f"{inputs.dim}-D (shipped: npsolver2d for triangles, npsolver3d for "
+                         "tetrahedra)")
+
+
 def initial_guess(model, inputs: MeshInputs, b: PETSc.Vec, x: PETSc.Vec) -> None:
     """Write the network's prediction for the load vector ``b`` into ``x`` (collective); a
     non-finite prediction is an error (use a zero guess instead)."""
+    check_dim(model, inputs)
     r0, r1 = b.getOwnershipRange()
     z = inputs.apply(model, b.getArray(readonly=True))
     bad = inputs.comm.allreduce(not np.isfinite(z).all(), op=MPI.LOR)
@@ -179,7 +194,7 @@ class NPSolverPC(PythonPC):
 
     def __init__(self) -> None:
         super().__init__()
-        self.source: str | None = "npsolver2d"
+        self.source: str | None = "auto"
         self.mesh_name: str | None = "auto"
         self.model = None
         self.fallback_type = "jacobi"
@@ -240,8 +255,11 @@ class NPSolverPC(PythonPC):
                              f"(rows {A.getOwnershipRange()}): another space or layout")
         if self.source is None:
             raise InputError(f"no model: give -{self.prefix}pc_npsolver_model <file>")
-        if self.model is None:
-            self.model = collective_call(comm, lambda: _load(self.source), "NPSolverPC")
+        name = f"npsolver{self.inputs.dim}d" if self.source == "auto" else self.source
+        if self.model is None or self.__dict__.get("_loaded") != name:
+            self.model = collective_call(comm, lambda: _load(name), "NPSolverPC")
+            self._loaded = name
+        check_dim(self.model, self.inputs, name)
         self._comm = comm
         if self._fallback is not None:
             self._fallback.destroy()
@@ -292,7 +310,7 @@ class NPSolverPC(PythonPC):
 
     def describe(self) -> str:
         s = self.stats
-        return (f"NPSolverPC: model {self.source}, mesh {self.mesh_name}; applications "
+        return (f"NPSolverPC: model {self.__dict__.get('_loaded', self.source)}, mesh {self.mesh_name}; applications "
                 f"{s['applications']}; fallback ({self.fallback_type}) used "
                 f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
                 f"for a direction (nearly) orthogonal to the residual (|cos| <= "

@@ -27,26 +27,37 @@ import numpy as np
 from hybridsolve.errors import InputError
 from hybridsolve.problems.base import FamilyOption, LinearSystem, ProblemFamily, register
 
-__all__ = ["CutSquare", "MODES", "PATCHES", "geometry_of", "source_values"]
+__all__ = ["CutSquare", "MODES", "PATCHES", "source_values", "draw_fourier"]
 
 MODES = 10
 PATCHES = 10
 _NGEOM = 10
 
 
-def geometry_of(params: np.ndarray) -> tuple:
-    """The geometry part of a parameter array as a hashable key: (cuts, holes)."""
-    p = np.asarray(params, dtype=float)
-    return tuple(np.round(p[:_NGEOM], 12))
+def source_values(coeffs: np.ndarray, *xs: np.ndarray) -> np.ndarray:
+    """The Fourier source at points (x, y) or (x, y, z): ``sum c_kl cos(k pi x) cos(l pi y)``
+    (``c`` of ``m^d`` coefficients, ``d`` the number of coordinate arrays)."""
+    d = len(xs)
+    c = np.asarray(coeffs, dtype=float)
+    m = int(round(c.size ** (1.0 / d)))
+    if m ** d != c.size:
+        raise InputError(f"Fourier source: {c.size} coefficients are not m^{d}")
+    k = np.arange(m)
+    t = np.cos(np.pi * np.outer(xs[0], k)) @ c.reshape(m, -1)          # (n, m^(d-1))
+    for x in xs[1:]:
+        t = np.einsum("ikr,ik->ir", t.reshape(len(x), m, -1), np.cos(np.pi * np.outer(x, k)))
+    return t[:, 0]
 
 
-def source_values(coeffs: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The Fourier source at points (x, y): ``sum c_kl cos(k pi x) cos(l pi y)``."""
-    c = np.asarray(coeffs, dtype=float).reshape(MODES, MODES)
-    k = np.arange(MODES)
-    cx = np.cos(np.pi * np.outer(x, k))
-    cy = np.cos(np.pi * np.outer(y, k))
-    return np.einsum("ik,kl,il->i", cx, c, cy)
+def draw_fourier(rng: np.random.Generator, modes: int, dim: int) -> np.ndarray:
+    """Fourier coefficients ``c_k ~ N(0, 1) / (1 + |k|_1)`` of ``modes^dim`` cosine modes, scaled
+    to unit RMS over a grid of ``2 modes`` points per side."""
+    k = np.indices((modes,) * dim).sum(axis=0)
+    c = rng.normal(size=(modes,) * dim) / (1.0 + k)
+    g = np.linspace(0, 1, 2 * modes)
+    X = [x.ravel() for x in np.meshgrid(*([g] * dim), indexing="ij")]
+    rms = np.sqrt(np.mean(source_values(c.ravel(), *X) ** 2))
+    return (c / rms).ravel()
 
 
 def _draw_geometry(rng: np.random.Generator) -> np.ndarray:
@@ -137,6 +148,8 @@ class CutSquare(ProblemFamily):
     size_doc = "1/mesh size of the gmsh mesh"
     min_n = 8
     fixed_size = False
+    #: the geometry's dimension, its parameters, boundary patches and Fourier modes per axis
+    dim, ngeom, patches, modes = 2, _NGEOM, PATCHES, MODES
     options = {
         "bc": FamilyOption("random", str, "fixed (all Dirichlet) or random (per patch)",
                            ("fixed", "random")),
@@ -147,38 +160,48 @@ class CutSquare(ProblemFamily):
         return False
 
     def param_shape(self):
-        return (_NGEOM + PATCHES + MODES * MODES,)
+        return (self.ngeom + self.patches + self.modes ** self.dim,)
 
     def sample_params(self, rng, index):
-        geom = _draw_geometry(rng)
+        geom = self.draw_geometry(rng)
         return np.concatenate([geom, self.draw_bc(rng, geom), self.draw_source(rng)])
 
     def draw_bc(self, rng: np.random.Generator, geom: np.ndarray) -> np.ndarray:
-        """Dirichlet flags of the 10 patches for this family's ``bc`` option."""
-        present = _patch_present(geom)
+        """Dirichlet flags of the patches for this family's ``bc`` option."""
+        present = self.patch_present(geom)
         if self.opts["bc"] == "fixed":
             return present.astype(float)
-        flags = (rng.random(PATCHES) < 0.5) & present
+        flags = (rng.random(self.patches) < 0.5) & present
         if not flags.any():
             flags[0] = True
         return flags.astype(float)
 
+    def draw_source(self, rng: np.random.Generator) -> np.ndarray:
+        return draw_fourier(rng, self.modes, self.dim)
+
+    # the geometry: what a family of cut domains defines (cutbox: 3-D)
     @staticmethod
-    def draw_source(rng: np.random.Generator) -> np.ndarray:
-        k = np.arange(MODES)
-        c = rng.normal(size=(MODES, MODES)) / (1.0 + k[:, None] + k[None, :])
-        g = np.linspace(0, 1, 2 * MODES)
-        X, Y = np.meshgrid(g, g, indexing="ij")
-        rms = np.sqrt(np.mean(source_values(c, X.ravel(), Y.ravel()) ** 2))
-        return (c / rms).ravel()
+    def draw_geometry(rng: np.random.Generator) -> np.ndarray:
+        return _draw_geometry(rng)
+
+    @staticmethod
+    def patch_present(geom: np.ndarray) -> np.ndarray:
+        return _patch_present(geom)
+
+    def make_mesh(self, comm, geom: np.ndarray):
+        return cutsquare_mesh(comm, geom, self.n)
+
+    @staticmethod
+    def facet_patches(mesh, geom: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return facet_patches(mesh, geom)
 
     def mesh(self, comm, params: np.ndarray):
         """The (cached) mesh of a parameter array's geometry on ``comm``."""
-        key = ("mesh", comm.py2f(), geometry_of(params))
+        key = ("mesh", comm.py2f(), tuple(np.round(np.asarray(params[:self.ngeom], float), 12)))
         if key not in self._cache:
             if len([k for k in self._cache if k[0] == "mesh"]) > 32:   # a bounded cache
                 self._cache.clear()
-            self._cache[key] = cutsquare_mesh(comm, np.asarray(params[:_NGEOM]), self.n)
+            self._cache[key] = self.make_mesh(comm, np.asarray(params[:self.ngeom]))
         return self._cache[key]
 
     def model(self, comm, params: np.ndarray):
@@ -188,16 +211,17 @@ class CutSquare(ProblemFamily):
         from hybridsolve.problems import fem
 
         params = self.check_params(params)
-        geom = params[:_NGEOM]
-        flags = params[_NGEOM:_NGEOM + PATCHES] > 0.5
+        geom = params[:self.ngeom]
+        flags = params[self.ngeom:self.ngeom + self.patches] > 0.5
         if not flags.any():
-            raise InputError("cutsquare: no Dirichlet patch: a pure Neumann problem is singular")
+            raise InputError(f"{self.name}: no Dirichlet patch: a pure Neumann problem is singular")
         mesh = self.mesh(comm, params)
-        facets, patch = facet_patches(mesh, geom)
+        facets, patch = self.facet_patches(mesh, geom)
         V = dolfinx.fem.functionspace(mesh, ("Lagrange", 1))
         f = dolfinx.fem.Function(V)
         x = V.tabulate_dof_coordinates()
-        f.x.array[:] = source_values(params[_NGEOM + PATCHES:], x[:, 0], x[:, 1])
+        f.x.array[:] = source_values(params[self.ngeom + self.patches:],
+                                     *[x[:, j] for j in range(self.dim)])
         dirichlet = facets[flags[patch]]
         problem = fem.P1Problem(mesh, V=V, source=f, dirichlet=dirichlet)
         return SimpleNamespace(problem=problem, f=f, facets=facets, patch=patch, flags=flags)
@@ -207,7 +231,7 @@ class CutSquare(ProblemFamily):
         A, b = m.problem.assemble()
         return LinearSystem(A=A, b=b, params=params,
                             meta={"discretization": "P1 FEM", "cells":
-                                  m.problem.mesh.topology.index_map(2).size_global},
+                                  m.problem.mesh.topology.index_map(self.dim).size_global},
                             canonical=m.problem.canonical,
                             local_coordinates=m.problem.local_coordinates,
                             extra={"problem": m.problem, "model": m})

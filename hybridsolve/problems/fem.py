@@ -68,8 +68,9 @@ GMSH_DOMAINS: dict[str, Callable] = {"lshape_hole": _lshape_hole, "slot": _slot,
                                      "square": _square, "rectangle": _rectangle}
 
 
-def gmsh_domain(comm: MPI.Comm, kind: str | Callable, n: int) -> dolfinx.mesh.Mesh:
-    """A triangle mesh of a named 2-D gmsh domain with mesh size ``1 / n``.
+def gmsh_domain(comm: MPI.Comm, kind: str | Callable, n: int, dim: int = 2) -> dolfinx.mesh.Mesh:
+    """A triangle mesh of a named 2-D gmsh domain with mesh size ``1 / n`` (``dim = 3``: a
+    tetrahedral mesh of the volume a callable ``kind`` adds, e.g. :mod:`~hybridsolve.problems.cutbox`).
 
     Built on rank 0 only (single-threaded, so the same mesh whatever the number of ranks) and
     distributed by DOLFINx. Domains: ``lshape_hole`` (unit-square L-shape with a circular hole),
@@ -96,16 +97,16 @@ def gmsh_domain(comm: MPI.Comm, kind: str | Callable, n: int) -> dolfinx.mesh.Me
         gmsh.model.add(f"hybridsolve_{kind}")
         build(gmsh, 1.0 / n)
         gmsh.model.occ.synchronize()
-        surfaces = [tag for _, tag in gmsh.model.getEntities(2)]
-        gmsh.model.addPhysicalGroup(2, surfaces, 1)
-        curves = [tag for _, tag in gmsh.model.getEntities(1)]
-        gmsh.model.addPhysicalGroup(1, curves, 1)
+        cells = [tag for _, tag in gmsh.model.getEntities(dim)]
+        gmsh.model.addPhysicalGroup(dim, cells, 1)
+        facets = [tag for _, tag in gmsh.model.getEntities(dim - 1)]
+        gmsh.model.addPhysicalGroup(dim - 1, facets, 1)
         gmsh.option.setNumber("Mesh.CharacteristicLengthMax", 1.0 / n)
         gmsh.option.setNumber("Mesh.CharacteristicLengthMin", 0.5 / n)
         gmsh.option.setNumber("Mesh.Algorithm", 6)
-        gmsh.model.mesh.generate(2)
+        gmsh.model.mesh.generate(dim)
     try:
-        data = dgmsh.model_to_mesh(gmsh.model, comm, 0, gdim=2)
+        data = dgmsh.model_to_mesh(gmsh.model, comm, 0, gdim=dim)
     finally:
         if comm.rank == 0:
             gmsh.model.remove()

@@ -129,6 +129,7 @@ register_method("dcdm-cycle", {"ksp_type": "fcg", "ksp_fcg_mmax": 30, "pc_type":
 # (-pc_npsolver_mesh auto), any other code registers it (register_mesh)
 register_method("npsolver", {"ksp_type": "fcg", "ksp_fcg_mmax": 30, "pc_type": "python",
                              "pc_python_type": "hybridsolve.learned.npsolver_petsc.NPSolverPC",
-                             "pc_npsolver_model": "npsolver2d", **_UNPREC},
-                "FCG with the shipped NPSolver network (2-D P1 meshes, cutsquare family)",
+                             "pc_npsolver_model": "auto", **_UNPREC},
+                "FCG with the shipped NPSolver network of the mesh's dimension (P1 meshes: "
+                "npsolver2d for cutsquare, npsolver3d for cutbox)",
                 spd=True, pc=False)
