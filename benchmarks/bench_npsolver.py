@@ -59,7 +59,7 @@ def train(args) -> None:
                        "||b - Ap|| / ||b||. Held-out: "
                        f"{args.heldout} samples on geometries of another seed; relative L2 error "
                        "in the mass-matrix norm. NPSolverNet width 64, 4 blocks, 4 heads, 32 + 8 "
-                       "slices (209509 parameters), Adam lr 1e-3 cosine, batch 8, 1 CPU thread."))
+                       f"slices ({s['parameters']} parameters), Adam lr 1e-3 cosine, batch 8, 1 CPU thread."))
 
 
 class _ErrMonitor:

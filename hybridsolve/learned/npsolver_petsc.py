@@ -38,9 +38,8 @@ from __future__ import annotations
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
-from hybridsolve.learned.cycle import TwoLevelCycle, classical_pc
+from hybridsolve.learned.cycle import LearnedPC
 from hybridsolve.parallel import collective_call
-from hybridsolve.solvers.base import PythonPC
 from hybridsolve.stack import MPI, PETSc
 
 __all__ = ["MeshInputs", "register_mesh", "NPSolverPC", "initial_guess", "check_dim"]
@@ -184,27 +183,20 @@ def initial_guess(model, inputs: MeshInputs, b: PETSc.Vec, x: PETSc.Vec) -> None
     x.getArray()[:] = z      # the Dirichlet rows hold b there (MeshInputs.apply): u = g exact
 
 
-class NPSolverPC(PythonPC):
-    """NPSolver as a preconditioner: ``z = net(r)`` on the mesh, with TorchPC's safeguards."""
+class NPSolverPC(LearnedPC):
+    """NPSolver as a preconditioner: ``z = net(r)`` on the mesh, inside the SSOR cycle by
+    default, with the safeguards of every learned PC (:class:`~hybridsolve.learned.cycle.LearnedPC`)."""
 
     name = "NPSolverPC"
     options_key = "npsolver"
     info_key = "npsolver"
-    view_counters = False
+    default_smoother = "sor"
 
     def __init__(self) -> None:
         super().__init__()
         self.source: str | None = "auto"
         self.mesh_name: str | None = "auto"
         self.model = None
-        self.fallback_type = "jacobi"
-        self.descent_tol = 1e-4
-        self._fallback = None
-        self.smoother_type = "sor"
-        self.smooth_its = 1
-        self._cycle = None
-        self.stats = {"applications": 0, "fallback_nonfinite": 0, "fallback_not_descent": 0,
-                      "sign_flips": 0}
 
     def configure(self) -> None:
         src = self.option("model", self.source or "", str) or None
@@ -215,16 +207,7 @@ class NPSolverPC(PythonPC):
         if mesh != self.mesh_name:
             self.mesh_name = mesh
             self._initialized = False
-        self.fallback_type = self.option("fallback", self.fallback_type)
-        smoother = self.option("smoother", self.smoother_type)
-        its = self.option("smooth_its", self.smooth_its)
-        if (smoother, its) != (self.smoother_type, self.smooth_its):
-            self.smoother_type, self.smooth_its = smoother, its
-            self._initialized = False
-        self.descent_tol = self.option("descent_tol", self.descent_tol)
-        if not 0 <= self.descent_tol < 1:
-            raise InputError(f"-{self.prefix}pc_npsolver_descent_tol: in [0, 1), got "
-                             f"{self.descent_tol}")
+        self.configure_safeguards()
 
     def initialize(self, pc) -> None:
         A, P = pc.getOperators()
@@ -260,68 +243,12 @@ class NPSolverPC(PythonPC):
             self.model = collective_call(comm, lambda: _load(name), "NPSolverPC")
             self._loaded = name
         check_dim(self.model, self.inputs, name)
-        self._comm = comm
-        if self._fallback is not None:
-            self._fallback.destroy()
-            self._fallback = None
-        if self.fallback_type != "none":
-            self._fallback = classical_pc(A, P, self.fallback_type,
-                                          self.prefix + "pc_npsolver_fallback_")
-        if self._cycle is not None:
-            self._cycle.destroy()
-            self._cycle = None
-        if self.smoother_type != "none":
-            self._cycle = TwoLevelCycle(A, P, self.smoother_type, self.smooth_its,
-                                        self.prefix + "pc_npsolver_smoother_")
+        self.build_safeguards(A, P)
 
-    def classical(self, pc, x, y) -> bool:
-        self.ready(pc)
-        if self._fallback is None:
-            return False
-        self._fallback.apply(x, y)
-        return True
-
-    def apply_pc(self, pc, x, y) -> None:
-        if self._cycle is None:
-            self._network(x, y)
-        elif not self._cycle.apply(x, y, self._network):
-            self.count("fallback_not_descent")
-
-    def _network(self, x, y) -> None:
-        self.count("applications")
-        r = x.getArray(readonly=True)
-        with self.event("model apply"):
-            z = self.inputs.apply(self.model, r)
-        finite = bool(np.isfinite(z).all())
-        zf = z if finite else np.zeros_like(z)
-        loc = np.array([0.0 if finite else 1.0, r @ zf, zf @ zf, r @ r])
-        nonfinite, dot, zz, rr = self._comm.allreduce(loc, op=MPI.SUM)
-        if nonfinite > 0 or abs(dot) <= self.descent_tol * np.sqrt(zz * rr):
-            self.count("fallback_nonfinite" if nonfinite > 0 else "fallback_not_descent")
-            if self._fallback is None:
-                raise CollectiveError(f"{self.label()}: the network's output was rejected and "
-                                      "-pc_npsolver_fallback is none")
-            self._fallback.apply(x, y)
-            return
-        if dot < 0:
-            zf = -zf
-            self.count("sign_flips")
-        y.getArray()[:] = zf
+    def network_block(self, R: np.ndarray) -> np.ndarray:
+        return self.inputs.apply(self.model, R[:, 0])[:, None]
 
     def describe(self) -> str:
-        s = self.stats
-        return (f"NPSolverPC: model {self.__dict__.get('_loaded', self.source)}, mesh {self.mesh_name}; applications "
-                f"{s['applications']}; fallback ({self.fallback_type}) used "
-                f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
-                f"for a direction (nearly) orthogonal to the residual (|cos| <= "
-                f"{self.descent_tol:g}); {s['sign_flips']} ascent directions flipped"
-                + (f"; {self._cycle.describe()}" if self._cycle is not None else ""))
-
-    def reset(self, pc) -> None:
-        super().reset(pc)
-        if self._fallback is not None:
-            self._fallback.destroy()
-            self._fallback = None
-        if self._cycle is not None:
-            self._cycle.destroy()
-            self._cycle = None
+        return (f"NPSolverPC: model {self.__dict__.get('_loaded', self.source)}, mesh "
+                f"{self.mesh_name}; applications {self.stats['applications']}; "
+                f"{self.safeguard_text()}")

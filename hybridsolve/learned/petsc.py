@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from hybridsolve.errors import CollectiveError, InputError
-from hybridsolve.learned.cycle import TwoLevelCycle, classical_pc
+from hybridsolve.learned.cycle import LearnedPC
 from hybridsolve.parallel import collective_call
 from hybridsolve.solvers.base import PythonKSP, PythonPC
 from hybridsolve.stack import MPI, PETSc
@@ -73,7 +73,6 @@ def register_model(name: str, model) -> str:
     return f"memory:{name}"
 
 _FLEXIBLE = ("fcg", "fgmres", "gcr", "python", "pipefcg", "pipegcr")
-_CHECKS = ("descent", "finite", "none")
 
 
 def node_local_device(comm: MPI.Comm, request: str = "auto") -> str:
@@ -90,13 +89,14 @@ def node_local_device(comm: MPI.Comm, request: str = "auto") -> str:
     return f"cuda:{local % torch.cuda.device_count()}"
 
 
-class TorchPC(PythonPC):
+class TorchPC(LearnedPC):
     """A torch model as a PETSc preconditioner: ``y = ||x|| model(x / ||x||)`` on the grid.
 
-    Safeguards: an output with NaN/Inf, or (``check=descent``) one (nearly) orthogonal to the
-    residual, is replaced for that application by the fallback preconditioner (Jacobi by
-    default) and counted; an ascent direction (``x . y < 0``) is flipped (the scale-invariant
-    training loss does not fix the sign) and counted; the counts are in ``-ksp_view`` and :attr:`stats`. The
+    Safeguards (:class:`~hybridsolve.learned.cycle.LearnedPC`'s, shared with NPSolverPC): an
+    output with NaN/Inf, or (``check=descent``) one (nearly) orthogonal to the residual, is
+    replaced for that application by the fallback preconditioner (Jacobi by default) and
+    counted; an ascent direction (``x . y < 0``) is flipped (the scale-invariant training loss
+    does not fix the sign) and counted; the counts are in ``-ksp_view`` and :attr:`stats`. The
     decision is collective (the same on every rank). With plain CG (which assumes a fixed SPD
     preconditioner) it warns once and points to the flexible methods. The loaded model and the
     counters survive ``PCSetFromOptions`` (they are kept on the PC, :class:`PythonPC`).
@@ -105,7 +105,6 @@ class TorchPC(PythonPC):
     name = "TorchPC"
     options_key = "torch"
     info_key = "torchpc"
-    view_counters = False   # describe() states them in words
 
     def __init__(self) -> None:
         super().__init__()
@@ -119,19 +118,11 @@ class TorchPC(PythonPC):
         self.user_shape: tuple[int, ...] | None = None
         self.permutation: np.ndarray | None = None
         self.permutation_file: str | None = None
-        self.fallback_type = "jacobi"
-        self.check = "descent"
-        self.descent_tol = 1e-4
         self.threads = 1
         self.mask_mode = "auto"
         self.layout_check = True
-        self.smoother_type = "none"
-        self.smooth_its = 1
-        self._cycle = None
         self._mask: np.ndarray | None = None
-        self.stats = {"applications": 0, "vectors": 0, "fallback_nonfinite": 0,
-                      "fallback_not_descent": 0, "sign_flips": 0, "model_time": 0.0}
-        self._fallback: PETSc.PC | None = None
+        self.stats.update({"vectors": 0, "model_time": 0.0})
         self._warned = False
 
     # -- configuration ------------------------------------------------------------------------
@@ -167,25 +158,12 @@ class TorchPC(PythonPC):
         self.mode = self.option("mode", self.mode)
         if self.mode not in ("local", "gathered"):
             raise InputError(f"{name}mode: local or gathered, got {self.mode!r}")
-        self.fallback_type = self.option("fallback", self.fallback_type)
-        self.check = self.option("check", self.check)
-        if self.check not in _CHECKS:
-            raise InputError(f"{name}check: one of {', '.join(_CHECKS)}, got {self.check!r}")
-        self.descent_tol = self.option("descent_tol", self.descent_tol)
-        if not 0 <= self.descent_tol < 1:
-            raise InputError(f"{name}descent_tol: in [0, 1), got {self.descent_tol}")
+        self.configure_safeguards()
         self.threads = self.option("threads", self.threads)
         self.mask_mode = self.option("mask", self.mask_mode)
         self.layout_check = self.option("layout_check", self.layout_check)
         if self.mask_mode not in ("auto", "none"):
             raise InputError(f"{name}mask: auto or none, got {self.mask_mode!r}")
-        smoother = self.option("smoother", self.smoother_type)
-        if smoother != self.smoother_type:
-            self.smoother_type = smoother
-            self._initialized = False      # build the smoother at the next set-up
-        self.smooth_its = self.option("smooth_its", self.smooth_its)
-        if self.smooth_its < 1:
-            raise InputError(f"{name}smooth_its: >= 1, got {self.smooth_its}")
         shape = self.option("shape", "", str)
         if shape:
             try:
@@ -252,18 +230,7 @@ class TorchPC(PythonPC):
             counts = comm.allgather(r1 - r0)
             self._counts = np.array(counts)
             self._displs = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        if self._fallback is not None:
-            self._fallback.destroy()
-            self._fallback = None
-        if self.fallback_type != "none":
-            self._fallback = classical_pc(A, P, self.fallback_type,
-                                          self.prefix + "pc_torch_fallback_")
-        if self._cycle is not None:
-            self._cycle.destroy()
-            self._cycle = None
-        if self.smoother_type != "none":
-            self._cycle = TwoLevelCycle(A, P, self.smoother_type, self.smooth_its,
-                                        self.prefix + "pc_torch_smoother_")
+        self.build_safeguards(A, P)
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
         self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
         self._mask_grid = None
@@ -428,68 +395,9 @@ class TorchPC(PythonPC):
             Z *= self._mask[:, None]
         return Z
 
-    def _apply_block(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Directions for the columns of R, and which columns need the fallback."""
-        self.stats["applications"] += 1
+    def network_block(self, R: np.ndarray) -> np.ndarray:
         self.stats["vectors"] += R.shape[1]
-        Z = self._directions(R)
-        k = R.shape[1]
-        finite = np.isfinite(Z).all(axis=0)
-        Zf = np.where(np.isfinite(Z), Z, 0.0)
-        local = np.concatenate([~finite, np.einsum("ij,ij->j", R, Zf),
-                                np.einsum("ij,ij->j", Zf, Zf), np.einsum("ij,ij->j", R, R)])
-        tot = self._comm.allreduce(local.astype(float), op=MPI.SUM)   # one reduction for all
-        nonfinite = tot[:k] > 0
-        dots, znorm, rnorm = tot[k:2 * k], np.sqrt(tot[2 * k:3 * k]), np.sqrt(tot[3 * k:])
-        descent_fail = np.zeros(k, dtype=bool)
-        if self.check == "descent":
-            # The scale-invariant training loss cannot tell q from -q: a model may propose
-            # ascent directions consistently. -q is then a descent direction: flip it.
-            # A direction orthogonal to the residual is useless either way: fallback.
-            flip = ~nonfinite & (dots < 0)
-            Z[:, flip] *= -1.0
-            self.stats["sign_flips"] += int(flip.sum())
-            # |cos(r, z)| below descent_tol (1e-4): even the exact inverse of an SPD A gives
-            # cos(r, A^-1 r) >= 2 sqrt(kappa) / (1 + kappa), above 1e-4 up to kappa = 4e8 (a
-            # 2-D Poisson grid of about 30000^2), so a useful direction is never rejected, while
-            # a direction this close to orthogonal reduces the error by a negligible amount
-            descent_fail = ~nonfinite & (np.abs(dots) <= self.descent_tol * znorm * rnorm)
-        elif self.check == "none":
-            nonfinite[:] = False
-        self.stats["fallback_nonfinite"] += int(nonfinite.sum())
-        self.stats["fallback_not_descent"] += int(descent_fail.sum())
-        return Z, nonfinite | descent_fail
-
-    def _fallback_apply(self, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        if self._fallback is None:
-            raise CollectiveError(f"{self.label()}: the model's output was rejected (NaN/Inf or "
-                                  "not a descent direction) and -pc_torch_fallback is none")
-        self._fallback.apply(x, y)
-
-    def classical(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> bool:
-        """Apply the fallback PC (the classical path a caller such as DCDM switches to)."""
-        self.ready(pc)
-        if self._fallback is None:
-            return False
-        self._fallback.apply(x, y)
-        return True
-
-    def _network(self, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        """y = the network's direction for x (or the fallback's, counted)."""
-        with self.event("model apply"):
-            R = x.getArray(readonly=True).reshape(-1, 1)
-            Z, bad = self._apply_block(R)
-        if bad[0]:
-            self._fallback_apply(x, y)
-        else:
-            y.getArray()[:] = Z[:, 0]
-
-    def apply_pc(self, pc: PETSc.PC, x: PETSc.Vec, y: PETSc.Vec) -> None:
-        if self._cycle is None:
-            self._network(x, y)
-        elif not self._cycle.apply(x, y, self._network):
-            # a direction A does not see as positive: the cycle went on without it
-            self.stats["fallback_not_descent"] += 1
+        return self._directions(R)
 
     def matApply(self, pc: PETSc.PC, X: PETSc.Mat, Y: PETSc.Mat) -> None:
         """A block of residuals at once (one model call on a batch; with a smoother, the
@@ -504,12 +412,12 @@ class TorchPC(PythonPC):
             return
         with self.event("model apply"):
             R = X.getDenseArray(readonly=True)
-            Z, bad = self._guard(lambda: self._apply_block(np.asarray(R)))
+            Z, bad = self._guard(lambda: self.checked_block(np.asarray(R)))
         Yd = Y.getDenseArray()
         Yd[:, :] = Z
         for j in np.flatnonzero(bad):
             xj, yj = X.getColumnVector(int(j)), Y.getColumnVector(int(j))
-            self._fallback_apply(xj, yj)
+            self.fallback_apply(xj, yj)
             Yd[:, j] = yj.getArray(readonly=True)
             X.restoreColumnVector(int(j), xj)
             Y.restoreColumnVector(int(j), yj)
@@ -535,21 +443,7 @@ class TorchPC(PythonPC):
                 f"({type(self.model).__name__ if self.model else 'none'}), device {self.device}, "
                 f"{self.dtype_name}, mode {self.mode}, grid {self.shape}\n"
                 f"  applications {s['applications']} ({s['vectors']} vectors), model time "
-                f"{s['model_time']:.3g} s; fallback ({self.fallback_type}) used "
-                f"{s['fallback_nonfinite']} times for NaN/Inf, {s['fallback_not_descent']} times "
-                f"for a direction (nearly) orthogonal to the residual (check: {self.check}, "
-                f"|cos| <= {self.descent_tol:g}); "
-                f"{s['sign_flips']} ascent directions flipped"
-                + (f"\n  {self._cycle.describe()}" if self._cycle is not None else ""))
-
-    def reset(self, pc: PETSc.PC) -> None:
-        super().reset(pc)
-        if self._fallback is not None:
-            self._fallback.destroy()
-            self._fallback = None
-        if self._cycle is not None:
-            self._cycle.destroy()
-            self._cycle = None
+                f"{s['model_time']:.3g} s; {self.safeguard_text()}")
 
 
 class DCDM(PythonKSP):
