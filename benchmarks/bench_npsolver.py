@@ -124,6 +124,16 @@ def solve(args) -> None:
     torch.set_num_threads(1)
     model = load_model(args.model)
     info = model_info(args.model)
+    # the control: the same network untrained (seed 0) in the same cycle
+    import tempfile
+
+    from hybridsolve.learned.meshnets import NPSolverNet
+    from hybridsolve.learned.models import save_model
+
+    torch.manual_seed(0)
+    cfg = {k: v for k, v in model.config.items() if k != "kind"}
+    untrained = str(Path(tempfile.mkdtemp(prefix="bnp")) / "untrained.safetensors")
+    save_model(NPSolverNet(**cfg), untrained)
     comm = MPI.COMM_SELF
     rows, agg = [], {}
     family = info["train"].get("family", "cutsquare")
@@ -190,6 +200,9 @@ def solve(args) -> None:
             for name, opts in (
                     ("FCG(30) + NPSolver cycle", {"ksp_type": "fcg", "ksp_fcg_mmax": 30,
                                                    **mesh_opts, "pc_npsolver_model": args.model}),
+                    ("FCG(30) + untrained network cycle", {
+                        "ksp_type": "fcg", "ksp_fcg_mmax": 30, **mesh_opts,
+                        "pc_npsolver_model": untrained}),
                     ("FCG(30) + SSOR", {"ksp_type": "fcg", "ksp_fcg_mmax": 30, "pc_type": "sor"}),
                     ("CG+ICC", {"ksp_type": "cg", "pc_type": "icc"}),
                     ("CG+GAMG", {"ksp_type": "cg", "pc_type": "gamg"})):
@@ -233,7 +246,8 @@ def solve(args) -> None:
             rows.append([f"1/{n}", size, f"{name} to 1e-8: from zero / from the network's guess",
                          "1e-8 (residual)", f"{mean(f'{name} 1e-8 zero'):.1f} / "
                          f"{mean(f'{name} 1e-8 guess'):.1f}", "-", "-", "-"])
-        for name in ("FCG(30) + NPSolver cycle", "FCG(30) + SSOR", "CG+ICC", "CG+GAMG"):
+        for name in ("FCG(30) + NPSolver cycle", "FCG(30) + untrained network cycle",
+                     "FCG(30) + SSOR", "CG+ICC", "CG+GAMG"):
             worst = max(r[f"pc {name} res"] for r in recs)
             rows.append([f"1/{n}", size, f"as a preconditioner: {name} to 1e-8",
                          f"true rel. res. <= {worst:.1e}", f"{mean(f'pc {name} its'):.1f}",
@@ -254,7 +268,8 @@ def solve(args) -> None:
                        "the network's, then that many iterations timed (set-up included). "
                        "Preconditioner rows: tolerance 1e-8 on ||b - Ax|| / ||b||, FCG keeping 30 "
                        "directions, NPSolver cycle = SSOR sweep, network on the rest with its A-norm "
-                       "step, SSOR sweep; 'fallbacks': network outputs NPSolverPC rejected (NaN/Inf or "
+                       "step, SSOR sweep; 'untrained network cycle': the same cycle with the same network untrained "
+                       "(seed 0), the control for what training adds; 'fallbacks': network outputs NPSolverPC rejected (NaN/Inf or "
                        "|cos(r, z)| <= 1e-4) and replaced by Jacobi, or dropped by the cycle."))
 
 

@@ -150,6 +150,7 @@ def test_driver_abort_hook_ends_the_whole_job(tmp_path):
     ("dolfinx_poisson.py", ["-pois_ksp_converged_reason"]),
     ("dolfinx_heat_tuned.py", ["--nx", "12", "--steps", "40", "-heat_ksp_converged_reason"]),
     ("dolfinx_npsolver.py", ["-np_ksp_converged_reason"]),
+    ("dolfinx_npsolver.py", ["--3d", "-np_ksp_converged_reason"]),
 ])
 def test_examples_run_under_mpiexec(script, args):
     p = subprocess.run([str(BIN / "mpiexec"), "-n", "2", sys.executable, str(ROOT / "examples" / script),
