@@ -323,6 +323,30 @@ def test_train_npsolver_learns_resumes_and_refuses_another_configuration(tmp_pat
     assert type(m).__name__ == "NPSolverNet"
 
 
+@pytest.mark.serial
+def test_train_npsolver_mixes_mesh_sizes_and_starts_from_weights(tmp_path):
+    """--mesh-sizes meshes the same geometries round robin at several sizes; --init starts from
+    a model's weights (the same configuration; another one is refused by name)."""
+    from hybridsolve.learned.npsolver import NPTrainConfig, geometries, train_npsolver
+
+    mixed = geometries(8, 4, 0, "random", "cutsquare", sizes=(12,))
+    fine = geometries(12, 4, 0, "random", "cutsquare")
+    coarse = geometries(8, 4, 0, "random", "cutsquare")
+    assert [g.size for g in mixed] == [coarse[0].size, fine[1].size, coarse[2].size, fine[3].size]
+    small = dict(n=8, geometries=2, samples=8, epochs=1, width=32, blocks=2, heldout=2, threads=1)
+    first = tmp_path / "a.safetensors"
+    train_npsolver(NPTrainConfig(**small, out=str(first)), progress=False, epoch_lines=False)
+    lines = []
+    train_npsolver(NPTrainConfig(**small, sizes="10", init=str(first), out=str(tmp_path / "b.safetensors")),
+                   progress=False, epoch_lines=False, log=lines.append)
+    assert any("starting from the weights" in m for m in lines), lines
+    with pytest.raises(InputError, match="does not match NPSolverNet"):
+        train_npsolver(NPTrainConfig(**small, init="npsolver2d", out=str(tmp_path / "c.safetensors")),
+                       progress=False, epoch_lines=False)
+    with pytest.raises(InputError, match="sizes"):
+        NPTrainConfig(sizes="12,x").extra_sizes
+
+
 # -- NPSolver inside PETSc --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def np_model(tmp_path_factory):

@@ -172,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
                                                 "warm start, curriculum across grid sizes")
     tr.add_argument("--geometries", type=int, default=32,
                     help="npsolver: training meshes (geometries of the family, default 32)")
+    tr.add_argument("--mesh-sizes", default="",
+                    help="npsolver: more mesh sizes (comma list, e.g. 12,16): the geometries are "
+                         "meshed round robin at 1/n and these")
     tr.add_argument("--steps", type=int, default=40,
                     help="npsolver: Jacobi-PCG steps of the physics target (default 40)")
     tr.add_argument("--loss", default="physics", choices=["physics", "supervised", "residual"],

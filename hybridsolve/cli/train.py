@@ -45,7 +45,7 @@ def _train_npsolver(args: argparse.Namespace, comm) -> int:
                         epochs=args.epochs if args.epochs is not None else 15, batch=args.batch or 16, lr=args.lr, steps=args.steps,
                         loss=args.loss, bc=args.bc, seed=args.seed, width=args.width or 64,
                         blocks=args.blocks, heldout=args.heldout, threads=args.threads,
-                        out=args.out)
+                        sizes=args.mesh_sizes, init=args.init, out=args.out)
     import sys
 
     summary = train_npsolver(cfg, progress=not args.quiet and sys.stderr.isatty(),

@@ -163,20 +163,23 @@ def point_features(geo: Geometry, dmask: np.ndarray, f: np.ndarray, flags) -> tu
 FAMILIES = {2: "cutsquare", 3: "cutbox"}
 
 
-def geometries(n: int, count: int, seed: int, bc: str, family: str = "cutsquare") -> list:
+def geometries(n: int, count: int, seed: int, bc: str, family: str = "cutsquare",
+               sizes: tuple = ()) -> list:
     """``count`` geometries of ``family`` (cutsquare or cutbox; mesh size 1/n, seed ``seed``),
-    serial."""
+    serial; with ``sizes``, geometry ``i`` is meshed at size ``1/([n, *sizes][i % k])`` (a mix
+    of mesh sizes: the geometries are those of ``seed`` whatever the size)."""
     from hybridsolve.problems import get_family
     from hybridsolve.stack import MPI
 
     if family not in FAMILIES.values():
         raise InputError(f"NPSolver: family {family!r}: one of {sorted(FAMILIES.values())}")
-    fam = get_family(family, n, count=count, seed=seed, bc=bc)
+    fams = [get_family(family, m, count=count, seed=seed, bc=bc) for m in (n, *sizes)]
     out = []
     for i in range(count):
+        fam = fams[i % len(fams)]
         p = fam.params(i)
         out.append(Geometry.from_family(fam, fam.mesh(MPI.COMM_SELF, p), p))
-    fam._cache.clear()
+        fam._cache.clear()
     return out
 
 
@@ -233,7 +236,21 @@ class NPTrainConfig:
     bslices: int = 8
     heldout: int = 32
     threads: int = 0
+    #: more mesh sizes, comma-separated ("12,16"): the geometries are meshed round robin at
+    #: 1/n and these (training and held-out alike)
+    sizes: str = ""
+    #: start from this model's weights (same configuration): a warm start, e.g. a curriculum
+    #: from one mesh size to several
+    init: str = ""
     out: str = "npsolver.safetensors"
+
+    @property
+    def extra_sizes(self) -> tuple:
+        try:
+            return tuple(int(v) for v in self.sizes.split(",") if v.strip())
+        except ValueError:
+            raise InputError(f"train npsolver: sizes must be comma-separated integers, got "
+                             f"{self.sizes!r}") from None
 
     def __post_init__(self) -> None:
         if self.loss not in ("physics", "supervised", "residual"):
@@ -250,6 +267,8 @@ class NPTrainConfig:
                 raise InputError(f"train npsolver: {k} must be >= 1, got {getattr(self, k)}")
         if self.steps < 1:
             raise InputError(f"train npsolver: steps must be >= 1, got {self.steps}")
+        if any(m < 6 for m in self.extra_sizes):
+            raise InputError(f"train npsolver: mesh sizes must be >= 6, got {self.sizes!r}")
 
 
 #: held-out geometries come from this seed offset (training geometries: the config's seed)
@@ -291,10 +310,10 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
     out = Path(cfg.out)
     state_path = Path(str(out) + ".state.pt")
     rng = np.random.default_rng(cfg.seed)
-    geos = geometries(cfg.n, cfg.geometries, cfg.seed, cfg.bc, cfg.family)
+    geos = geometries(cfg.n, cfg.geometries, cfg.seed, cfg.bc, cfg.family, cfg.extra_sizes)
     train = draw_samples(geos, cfg.samples, rng, cfg.bc, labels=cfg.loss == "supervised")
     held_geos = geometries(cfg.n, max(1, min(cfg.heldout, cfg.geometries)),
-                           cfg.seed + HELDOUT_SEED, cfg.bc, cfg.family)
+                           cfg.seed + HELDOUT_SEED, cfg.bc, cfg.family, cfg.extra_sizes)
     held = draw_samples(held_geos, cfg.heldout, np.random.default_rng(cfg.seed + HELDOUT_SEED),
                         cfg.bc, labels=True)
     t_data = time.perf_counter() - t0
@@ -308,6 +327,11 @@ def train_npsolver(cfg: NPTrainConfig, *, progress: bool = True, epoch_lines: bo
         start, history = int(st["epoch"]), [float(h) for h in st["history"]]
         rng = np.random.default_rng(cfg.seed + 7919 * start)
         log(f"train npsolver: resuming after epoch {start}")
+    elif cfg.init:
+        from hybridsolve.learned.models import load_weights, shipped_model_path, SHIPPED
+
+        load_weights(model, shipped_model_path(cfg.init) if cfg.init in SHIPPED else cfg.init)
+        log(f"train npsolver: starting from the weights of {cfg.init}")
     bar = None
     if progress:
         from tqdm import tqdm
