@@ -259,7 +259,11 @@ def solve(args) -> None:
                  "fallbacks (summed)"], rows,
                 notes=(f"Model {Path(args.model).name} (trained with the {info['train']['loss']} "
                        f"loss, bc {info['train']['bc']}, {info['train']['samples']} samples, mesh "
-                       f"size 1/{info['train']['n']}; held-out error at training "
+                       f"size 1/{info['train']['n']}"
+                       + "".join(f", 1/{m}" for m in info["train"].get("sizes", "").split(",") if m)
+                       + (f", warm start from {info['train']['init']}" if info["train"].get("init")
+                          else "")
+                       + "; held-out error at training "
                        f"{info['heldout']['rel_l2_mean']:.4f}); {args.count} {family} systems per "
                        "size from seed 777 (geometries never trained on). Network time: one "
                        "prediction (features, forward pass in float32 on 1 thread, scatter) after a "

@@ -37,8 +37,11 @@ SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors",
            # (hybridsolve.learned.npsolver): train npsolver --n 16 --geometries 64 --samples 2048
            # --epochs 30 --steps 3 --loss physics --bc random (24 minutes on one core)
            "npsolver2d": "npsolver2d.safetensors",
-           # the same on cutbox meshes (cubes with cylindrical holes): train npsolver --dim 3
-           # --n 8 --geometries 64 --samples 2048 --epochs 40 --steps 3 --loss physics --bc random
+           # the same on cutbox meshes (cubes with cylindrical holes), in two steps (67 minutes
+           # on one core): train npsolver --dim 3 --n 8 --geometries 64 --samples 2048 --epochs
+           # 40 --steps 3 --loss physics --bc random, then from it (--init) on three mesh sizes:
+           # --n 8 --mesh-sizes 12,16 --geometries 48 --samples 1024 --epochs 12 --lr 3e-4
+           # --heldout 30 (the same other options)
            "npsolver3d": "npsolver3d.safetensors",
            # DMM's data-free mesh mover (hybridsolve.learned.dmm): train dmm --iterations 4000
            # (seed 0, 8 monitors per step; 10 minutes on one core)
