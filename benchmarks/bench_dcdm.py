@@ -29,6 +29,30 @@ from hybridsolve.stack import MPI  # noqa: E402
 UNPREC = {"ksp_norm_type": "unpreconditioned"}
 
 
+def takes_operator(model: str) -> bool:
+    """A model that builds its levels from the operator (MGNet): it is a multigrid cycle
+    already, so the SSOR-cycle row is not run for it."""
+    from hybridsolve.learned.models import model_info
+    from hybridsolve.learned.petsc import _REGISTRY
+
+    if model.startswith("memory:"):
+        return bool(getattr(_REGISTRY.get(model[len("memory:"):]), "uses_operator", False))
+    return model_info(model).get("config", {}).get("kind") == "MGNet"
+
+
+def untrained_control(dim: int, like: str) -> str:
+    """The untrained MGNet of a shipped/trained one's configuration (its smoother damped
+    Jacobi, no noise), registered in memory: the row that says what the training adds."""
+    from hybridsolve.learned.mgnet import MGNet
+    from hybridsolve.learned.models import model_info
+    from hybridsolve.learned.petsc import register_model
+
+    cfg = dict(model_info(like)["config"])
+    cfg.pop("kind")
+    cfg.pop("noise", None)
+    return register_model(f"untrained-mgnet{dim}d", MGNet(**cfg))
+
+
 def methods(models: list[str]) -> dict[str, dict]:
     out = {
         "CG": {"ksp_type": "cg", "pc_type": "none", **UNPREC},
@@ -50,6 +74,8 @@ def methods(models: list[str]) -> dict[str, dict]:
             "pc_torch_model": model, "pc_torch_mode": "gathered"}
         # the network as the coarse correction of a two-level cycle with one SSOR sweep before
         # and after it, in PETSc's flexible CG (30 directions kept)
+        if takes_operator(model):
+            continue
         out[f"FCG + {Path(model).stem} + SSOR cycle"] = {
             "ksp_type": "fcg", "ksp_fcg_mmax": 30, **UNPREC,
             "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
@@ -117,6 +143,9 @@ def main(argv=None) -> None:
     p.add_argument("--generalise", action="store_true",
                    help="also 10 obstacles (training: 3) at the 2-D sizes")
     p.add_argument("--name", default="dcdm")
+    p.add_argument("--control", action="store_true",
+                   help="add the untrained MGNet of each MGNet model's configuration (its "
+                        "smoother damped Jacobi): what the training adds")
     p.add_argument("--methods", default="", help="only the methods whose names contain one of "
                    "these comma-separated strings (ICC-PCG always: the ratio column)")
     args = p.parse_args(argv)
@@ -124,6 +153,9 @@ def main(argv=None) -> None:
     print(machine())
     tols = [float(t) for t in args.tols.split(",")]
     m2, m3 = [m for m in args.models.split(",") if m], [m for m in args.models3.split(",") if m]
+    if args.control:
+        m2 += [untrained_control(2, m) for m in m2 if takes_operator(m)]
+        m3 += [untrained_control(3, m) for m in m3 if takes_operator(m)]
     cases = [(2, int(n), m2, args.obstacles) for n in args.sizes2.split(",") if n]
     cases += [(3, int(n), m3, args.obstacles) for n in args.sizes3.split(",") if n]
     if args.generalise:
@@ -155,7 +187,11 @@ def main(argv=None) -> None:
                 "with a network through TorchPC (gathered mode, float32 network, true residual "
                 "every iteration): dcdm2d/dcdm3d the paper's network (one coarse level, trained "
                 "at 32^2 / 16^3), vcycle2d the V-cycle U-Net (levels grow with the grid, weights "
-                "shared across levels, no biases, trained at 64^2). 'FCG(30) + model': the same TorchPC in PETSc's FCG with 30 "
+                "shared across levels, no biases, trained at 64^2), mg2d/mg3d the learned multigrid network "
+                "(a V-cycle over the operator's Galerkin levels, one learned convolutional smoother "
+                "shared by every level, trained at 64^2 / 16^3; its levels are built from each "
+                "matrix in the PC set-up, inside 'time'), 'memory:untrained-mgnet' the same "
+                "network untrained (damped-Jacobi smoother). 'FCG(30) + model': the same TorchPC in PETSc's FCG with 30 "
                 "directions kept (DCDM keeps 2, the paper's window); 'FCG + model + SSOR cycle': PETSc FCG "
                 "(mmax 30) with TorchPC's two-level cycle (-pc_torch_smoother sor: one SSOR sweep, "
                 "the network on the remaining residual with its step by the A-norm line search, "

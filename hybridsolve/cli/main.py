@@ -159,9 +159,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    tr.add_argument("--arch", default="dcdm", choices=["dcdm", "vcycle"],
+    tr.add_argument("--arch", default="dcdm", choices=["dcdm", "vcycle", "mg"],
                     help="dcdm: the paper's net (one coarse level); vcycle: a bias-free V-cycle "
-                         "U-Net whose levels grow with the grid (default dcdm)")
+                         "U-Net whose levels grow with the grid; mg: a V-cycle over the "
+                         "operator's Galerkin levels with a learned convolutional smoother "
+                         "shared by every level (default dcdm)")
+    tr.add_argument("--layers", type=int, default=1,
+                    help="mg: convolutions in the smoother network (default 1)")
+    tr.add_argument("--nu", type=int, default=1,
+                    help="mg: smoothing steps before and after each coarse correction (default 1)")
     tr.add_argument("--channels", type=int, default=16, help="feature channels (default 16)")
     tr.add_argument("--smooth", type=int, default=2, help="vcycle: conv layers per smoothing "
                                                           "block (default 2)")

@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace, comm) -> int:
                       epochs=args.epochs if args.epochs is not None else 15,
                       batch=args.batch or 16, lr=args.lr, seed=args.seed, threads=args.threads,
                       out=args.out, arch=args.arch, channels=args.channels, smooth=args.smooth,
-                      rhs=args.rhs, init=args.init)
+                      rhs=args.rhs, init=args.init, layers=args.layers, nu=args.nu)
     summary = train_dcdm(cfg, progress=not args.quiet, log=lambda m: print0(m, comm=comm))
     loss = summary["loss_history"]
     print0(f"train dcdm: {summary['samples']} right-hand sides, {cfg.epochs} epochs, loss "

@@ -33,6 +33,11 @@ SHIPPED = {"dcdm2d": "dcdm2d.safetensors", "dcdm3d": "dcdm3d.safetensors",
            # experimental: the V-cycle U-Net trained at 64^2 (8 min on this CPU); it does not
            # beat dcdm2d yet (results/dcdm.md), shipped to measure it and to train on from
            "vcycle2d": "vcycle2d.safetensors",
+           # the learned multigrid network (hybridsolve.learned.mgnet: a V-cycle over the
+           # operator's Galerkin levels, one learned smoother shared by every level):
+           # train dcdm --arch mg --rhs smooth --channels 8 --lr 3e-3 --n 64 --samples 2000
+           # --epochs 10 (2 minutes on one core); 3-D: --dim 3 --n 16 --samples 1000 --epochs 8
+           "mg2d": "mg2d.safetensors", "mg3d": "mg3d.safetensors",
            # NPSolver's boundary-aware slice transformer, label-free on cutsquare meshes
            # (hybridsolve.learned.npsolver): train npsolver --n 16 --geometries 64 --samples 2048
            # --epochs 30 --steps 3 --loss physics --bc random (24 minutes on one core)
@@ -216,7 +221,7 @@ class VCycleNet(nn.Module):
 _KINDS = {"DCDMNet": DCDMNet, "VCycleNet": VCycleNet}
 #: model kinds defined in other modules (imported when a file of that kind is loaded)
 _ELSEWHERE = {"NPSolverNet": "hybridsolve.learned.meshnets", "DMMNet": "hybridsolve.learned.dmm",
-              "UM2NNet": "hybridsolve.learned.um2n"}
+              "UM2NNet": "hybridsolve.learned.um2n", "MGNet": "hybridsolve.learned.mgnet"}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **meta: Any) -> Path:

@@ -122,6 +122,7 @@ class TorchPC(LearnedPC):
         self.mask_mode = "auto"
         self.layout_check = True
         self._mask: np.ndarray | None = None
+        self._hier = None                 # a model's levels built from the operator (MGNet)
         self.stats.update({"vectors": 0, "model_time": 0.0})
         self._warned = False
 
@@ -234,10 +235,43 @@ class TorchPC(LearnedPC):
         self._dtype = torch.float32 if self.dtype_name == "float32" else torch.float64
         self._mask = self._decoupled_mask(A) if self.mask_mode == "auto" else None
         self._mask_grid = None
+        self._hier = None
+        if getattr(self.model, "uses_operator", False):
+            self._hier = collective_call(comm, lambda: self._levels(P), "TorchPC")
         if self._mask is not None and getattr(self.model, "uses_mask", False):
             # the geometry for a model that takes it (VCycleNet): the mask laid out like the
             # residual fields the model sees (this rank's slab, or the whole grid on rank 0)
             self._mask_grid = self._fields(self._mask.reshape(-1, 1), r0, r1)
+
+    def _levels(self, P: PETSc.Mat):
+        """For a model that takes the operator (MGNet): the preconditioning matrix in grid
+        order, gathered where the model runs (rank 0), turned into the model's levels there
+        (None on the other ranks)."""
+        import time
+
+        from hybridsolve.la.petsc import gather_csr_canonical
+
+        if self.mode == "local" and self._comm.size > 1:
+            raise InputError(f"model {self.source} ({type(self.model).__name__}) builds its "
+                             "levels from the whole operator: give "
+                             f"-{self.prefix}pc_torch_mode gathered")
+        if P.getType() == "shell":
+            raise InputError(f"model {self.source} ({type(self.model).__name__}) needs an "
+                             "assembled (or python) preconditioning matrix, not a shell")
+        r0, r1 = P.getOwnershipRange()
+        if self.permutation is None:
+            canonical = np.arange(r0, r1, dtype=np.int64)
+        else:
+            pos = np.empty(self.permutation.size, dtype=np.int64)
+            pos[self.permutation] = np.arange(self.permutation.size)
+            canonical = pos[r0:r1]
+        t0 = time.perf_counter()
+        csr = gather_csr_canonical(P, canonical)
+        hier = None
+        if self._comm.rank == 0:
+            hier = self.model.prepare(csr, self.shape, dtype=self._dtype, device=self.device)
+        self.stats["levels_time"] = time.perf_counter() - t0
+        return hier
 
     def _check_layout(self, A: PETSc.Mat) -> None:
         """The network sees the unknowns as the grid ``self.shape`` (through the permutation, if
@@ -330,7 +364,9 @@ class TorchPC(LearnedPC):
         t0 = time.perf_counter()
         with torch.no_grad():
             inp = torch.from_numpy(fields).to(device=self.device, dtype=self._dtype).unsqueeze(1)
-            if self._mask_grid is not None:
+            if self._hier is not None:
+                out = self.model(inp, self._hier)[:, 0]
+            elif self._mask_grid is not None:
                 mask = torch.from_numpy(self._mask_grid).to(device=self.device, dtype=self._dtype)
                 out = self.model(inp, mask.unsqueeze(1))[:, 0]
             else:
@@ -442,8 +478,18 @@ class TorchPC(LearnedPC):
         return (f"TorchPC: model {self.source} "
                 f"({type(self.model).__name__ if self.model else 'none'}), device {self.device}, "
                 f"{self.dtype_name}, mode {self.mode}, grid {self.shape}\n"
+                f"{self._levels_text()}"
                 f"  applications {s['applications']} ({s['vectors']} vectors), model time "
                 f"{s['model_time']:.3g} s; {self.safeguard_text()}")
+
+
+    def _levels_text(self) -> str:
+        hier = getattr(self, "_hier", None)
+        if hier is None:
+            return ""
+        shapes = " > ".join("x".join(map(str, sh)) for sh in hier.shapes)
+        return (f"  levels from the operator (Galerkin): {shapes}; built in "
+                f"{self.stats.get('levels_time', 0.0):.3g} s\n")
 
 
 class DCDM(PythonKSP):

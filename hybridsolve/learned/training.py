@@ -111,7 +111,10 @@ class TrainConfig:
     threads: int = 0
     out: str = "dcdm.safetensors"
     extra: dict = field(default_factory=dict)
-    arch: str = "dcdm"        # "dcdm" (DCDMNet, one coarse level) or "vcycle" (VCycleNet)
+    arch: str = "dcdm"        # "dcdm" (DCDMNet, one coarse level), "vcycle" (VCycleNet) or
+                              # "mg" (MGNet: levels from the operator, a learned smoother)
+    layers: int = 1           # MGNet: convolutions in the smoother network
+    nu: int = 1               # MGNet: smoothing steps before and after the coarse correction
     smooth: int = 2           # VCycleNet: conv layers per smoothing block
     rhs: str = "ritz"         # "ritz" (stored Lanczos data) or "smooth" (on the fly)
     init: str = ""            # warm start: a model file of the same architecture (curriculum)
@@ -124,8 +127,8 @@ class TrainConfig:
                 raise InputError(f"train dcdm: {k} must be >= 1, got {getattr(self, k)}")
         if not self.lr > 0:
             raise InputError(f"train dcdm: lr must be > 0, got {self.lr}")
-        if self.arch not in ("dcdm", "vcycle"):
-            raise InputError(f"train dcdm: arch must be dcdm or vcycle, got {self.arch!r}")
+        if self.arch not in ("dcdm", "vcycle", "mg"):
+            raise InputError(f"train dcdm: arch must be dcdm, vcycle or mg, got {self.arch!r}")
         if self.rhs not in ("ritz", "smooth"):
             raise InputError(f"train dcdm: rhs must be ritz or smooth, got {self.rhs!r}")
 
@@ -204,13 +207,16 @@ def coupled_mask(A: sp.csr_matrix) -> np.ndarray:
     return (off > 0).astype(float)
 
 
-def dcdm_loss(model, A_t, R, shape, mask=None):
+def dcdm_loss(model, A_t, R, shape, mask=None, hier=None):
     """``mean ||r - alpha A q||^2`` with ``q = model(r)`` (zero on decoupled rows when ``mask``
-    is given), ``alpha = q.r / q.Aq`` (rows of R)."""
+    is given), ``alpha = q.r / q.Aq`` (rows of R); ``hier``: the operator's levels for a model
+    that takes them (MGNet)."""
     import torch
 
     k = R.shape[0]
-    if mask is not None and getattr(model, "uses_mask", False):
+    if hier is not None:
+        Q = model(R.reshape(k, 1, *shape), hier).reshape(k, -1)
+    elif mask is not None and getattr(model, "uses_mask", False):
         Q = model(R.reshape(k, 1, *shape), mask.reshape(1, 1, *shape)).reshape(k, -1)
     else:
         Q = model(R.reshape(k, 1, *shape)).reshape(k, -1)
@@ -223,9 +229,11 @@ def dcdm_loss(model, A_t, R, shape, mask=None):
 
 def _orient(model, R, shape) -> None:
     """The loss cannot tell q from -q: flip the last layer so that the model proposes descent
-    directions (``r . q > 0``) on training residuals."""
+    directions (``r . q > 0``) on training residuals (MGNet's symmetric smoother cannot flip)."""
     import torch
 
+    if not hasattr(model, "last"):
+        return
     with torch.no_grad():
         Q = model(R.reshape(R.shape[0], 1, *shape)).reshape(R.shape[0], -1)
         if float((Q * R).sum()) < 0:
@@ -284,7 +292,13 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         X = [torch.from_numpy(d).float() for d in data]   # X[m]: matrix m's right-hand sides
     shape = (cfg.n,) * cfg.dim
     t_data = time.perf_counter() - t0
-    if cfg.arch == "vcycle":
+    hiers = [None] * len(mats)
+    if cfg.arch == "mg":
+        from hybridsolve.learned.mgnet import MGNet
+
+        model = MGNet(cfg.dim, cfg.channels, cfg.layers, cfg.nu, noise=0.05)
+        hiers = [model.prepare(A, (cfg.n,) * cfg.dim) for A in mats]
+    elif cfg.arch == "vcycle":
         model = VCycleNet(cfg.dim, cfg.channels, cfg.smooth)
     else:
         model = DCDMNet(cfg.dim, cfg.channels, cfg.pre, cfg.coarse, cfg.post)
@@ -318,7 +332,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
                 R = X[m][idx]
             else:
                 R = smooth_rhs(A_ts[m], dinvs[m], masks[m], len(idx), gen)
-            loss = dcdm_loss(model, A_ts[m], R, shape, masks[m])
+            loss = dcdm_loss(model, A_ts[m], R, shape, masks[m], hiers[m])
             opt.zero_grad()
             loss.backward()
             opt.step()
