@@ -6,6 +6,8 @@ By options, in any petsc4py or DOLFINx code::
     -ksp_type fcg -ksp_fcg_mmax 30        # keep many directions (DCDM keeps 2: measured worse)
     -pc_type python -pc_python_type hybridsolve.learned.petsc.TorchPC
     -pc_torch_model dcdm2d            # a shipped model, or a .safetensors / state-dict file
+                                      # (mg2d / mg3d: the learned multigrid network, which builds
+                                      # its levels from the operator: needs mode gathered on >1 rank)
     -pc_torch_mode local|gathered     # see below
     -pc_torch_device auto|cpu|cuda    # auto: the node-local rank's GPU when there is one
     -pc_torch_dtype float32|float64   # the model's dtype (the solver stays float64)
