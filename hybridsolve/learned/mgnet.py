@@ -68,22 +68,15 @@ def interpolation(shape: tuple[int, ...]) -> sp.csr_matrix:
 
 
 def _coupled(A: sp.csr_matrix) -> np.ndarray:
-    off = np.diff(A.indptr) - (A.diagonal() != 0)
-    return off > 0
+    from hybridsolve.learned.training import coupled_mask
+
+    return coupled_mask(A) > 0
 
 
 def _torch_csr(M: sp.csr_matrix, dtype, device):
-    import warnings
+    from hybridsolve.learned.training import _torch_csr as to_torch
 
-    M = M.tocsr()
-    M.sort_indices()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(torch.from_numpy(M.indptr.astype(np.int64)),
-                                       torch.from_numpy(M.indices.astype(np.int64)),
-                                       torch.from_numpy(M.data.astype(np.float64)),
-                                       size=M.shape, check_invariants=False).to(
-                                           device=device, dtype=dtype)
+    return to_torch(M, torch.float64).to(device=device, dtype=dtype)
 
 
 @dataclass
