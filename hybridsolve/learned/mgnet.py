@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridsolve.errors import InputError
+from hybridsolve.learned.sparse import coupled_mask, torch_csr
 
 __all__ = ["MGNet", "Hierarchy", "interpolation_1d", "interpolation"]
 
@@ -65,18 +66,6 @@ def interpolation(shape: tuple[int, ...]) -> sp.csr_matrix:
     for s in shape:
         P = sp.kron(P, interpolation_1d(s), format="csr")
     return P
-
-
-def _coupled(A: sp.csr_matrix) -> np.ndarray:
-    from hybridsolve.learned.training import coupled_mask
-
-    return coupled_mask(A) > 0
-
-
-def _torch_csr(M: sp.csr_matrix, dtype, device):
-    from hybridsolve.learned.training import _torch_csr as to_torch
-
-    return to_torch(M, torch.float64).to(device=device, dtype=dtype)
 
 
 @dataclass
@@ -165,7 +154,7 @@ class MGNet(nn.Module):
         A.eliminate_zeros()
         levels = []
         for _ in range(self.levels_for(shape)):
-            coupled = _coupled(A)
+            coupled = coupled_mask(A) > 0
             P = interpolation(shape)
             P = sp.diags(coupled.astype(float)) @ P        # no correction on decoupled rows
             P.eliminate_zeros()
@@ -178,7 +167,7 @@ class MGNet(nn.Module):
                 Ac = (Ac + sp.csr_matrix((np.ones(empty.size), (empty, empty)),
                                          shape=Ac.shape)).tocsr()
             A, shape = Ac, tuple(s // 2 for s in shape)
-        coupled = _coupled(A)
+        coupled = coupled_mask(A) > 0
         levels.append(self._level(A, shape, coupled, None, dtype, device))
         dense = A.toarray()
         try:
@@ -196,9 +185,9 @@ class MGNet(nn.Module):
         d = np.where(coupled & (diag > 0), 1.0 / np.sqrt(np.abs(diag).clip(1e-300)), 0.0)
         dt = torch.from_numpy(d.reshape(1, 1, *shape)).to(device=device, dtype=dtype)
         if P is None:
-            return Level(shape, _torch_csr(A, dtype, device), dt)
-        return Level(shape, _torch_csr(A, dtype, device), dt, _torch_csr(P, dtype, device),
-                     _torch_csr(P.T.tocsr(), dtype, device))
+            return Level(shape, torch_csr(A, dtype, device), dt)
+        return Level(shape, torch_csr(A, dtype, device), dt, torch_csr(P, dtype, device),
+                     torch_csr(P.T.tocsr(), dtype, device))
 
     # -- the cycle ----------------------------------------------------------------------------
     def smooth(self, r: torch.Tensor, d: torch.Tensor) -> torch.Tensor:

@@ -21,13 +21,13 @@ No PETSc and no DOLFINx here: a system comes in as SciPy CSR (e.g. from
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from hybridsolve.errors import InputError
+from hybridsolve.learned.sparse import torch_csr
 
 __all__ = ["SystemBatch", "batched_jacobi_pcg", "supervision_loss", "residual_loss"]
 
@@ -78,13 +78,7 @@ class SystemBatch:
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         M = sp.block_diag(blocks, format="csr")
         M.sort_indices()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            At = torch.sparse_csr_tensor(torch.from_numpy(M.indptr.astype(np.int64)),
-                                         torch.from_numpy(M.indices.astype(np.int64)),
-                                         torch.from_numpy(M.data), size=M.shape,
-                                         dtype=torch.float64, device=device,
-                                         check_invariants=False)
+        At = torch_csr(M, torch.float64, device)
         seg = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes)).to(device)
         return cls(A=At, b=torch.from_numpy(np.concatenate(bs)).to(device),
                    dinv=torch.from_numpy(1.0 / M.diagonal()).to(device), seg=seg,

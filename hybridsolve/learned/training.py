@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hybridsolve.errors import InputError
+from hybridsolve.learned.sparse import coupled_mask, torch_csr
 
 __all__ = ["lanczos_ritz", "ritz_rhs", "TrainConfig", "train_dcdm", "grid_training_matrices",
            "coupled_mask", "dcdm_loss"]
@@ -133,20 +134,6 @@ class TrainConfig:
             raise InputError(f"train dcdm: rhs must be ritz or smooth, got {self.rhs!r}")
 
 
-def _torch_csr(A: sp.csr_matrix, dtype):
-    import torch
-
-    import warnings
-
-    A = A.tocsr()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
-                                       torch.from_numpy(A.indices.astype(np.int64)),
-                                       torch.from_numpy(A.data).to(dtype), size=A.shape,
-                                       check_invariants=False)
-
-
 def config_key(cfg) -> str:
     """A training configuration as the text a checkpoint is matched against (the output path
     and the thread count do not change what is trained)."""
@@ -197,14 +184,6 @@ def cosine_lr(opt, base: float, epoch: int, epochs: int) -> float:
     for g in opt.param_groups:
         g["lr"] = lr
     return lr
-
-
-def coupled_mask(A: sp.csr_matrix) -> np.ndarray:
-    """1 on rows that couple to other unknowns, 0 on decoupled (diagonal-only) rows: where
-    :class:`~hybridsolve.learned.petsc.TorchPC` zeroes the model's output (``-pc_torch_mask``)."""
-    A = A.tocsr()
-    off = np.diff(A.indptr) - (A.diagonal() != 0)
-    return (off > 0).astype(float)
 
 
 def dcdm_loss(model, A_t, R, shape, mask=None, hier=None):
@@ -280,7 +259,7 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
     t0 = time.perf_counter()
     mats = grid_training_matrices(cfg.n, cfg.dim, cfg.obstacles, cfg.matrices, cfg.seed)
     per = -(-cfg.samples // len(mats))
-    A_ts = [_torch_csr(A, torch.float32) for A in mats]
+    A_ts = [torch_csr(A, torch.float32) for A in mats]
     masks = [torch.from_numpy(coupled_mask(A)).float() for A in mats]
     dinvs = [torch.from_numpy(1.0 / A.diagonal()).float() for A in mats]
     X = None
