@@ -33,6 +33,39 @@ def test_interpolation_is_linear_with_zero_beyond_the_ends():
     assert np.allclose(P.sum(axis=1)[1:5], [1, 1, 1, 1]) and P[0, 0] == 0.5
 
 
+def _dense_lambda_max(net, lv) -> float:
+    """lambda_max(w S A) of one level from the dense matrices (the truth the estimate is
+    checked against)."""
+    n = int(np.prod(lv.shape))
+    A = lv.A.to(torch.float64).to_dense()
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, *lv.shape)
+    with torch.no_grad():
+        S = net.smooth(eye, lv.d).reshape(n, n).T
+    return float(np.linalg.eigvals((S @ A).numpy()).real.max())
+
+
+@pytest.mark.serial
+def test_spectral_cap_keeps_every_coarse_smoother_a_contraction():
+    """The shipped 3-D smoother, unscaled, has lambda_max(S A) > 2 on the coarse Galerkin levels
+    (the V-cycle turns indefinite on deep hierarchies); the cap scales those levels to
+    lambda <= cap < 2, measured against dense eigenvalues, and leaves the finest level alone."""
+    A = grid_training_matrices(24, 3, 3, 1, seed=3)[0]
+    for cap in (0.0, 1.9):
+        net = load_model("mg3d", cap=cap).double()
+        h = net.prepare(A, (24,) * 3, dtype=torch.float64)
+        assert h.shapes == [(24,) * 3, (12,) * 3, (6,) * 3]
+        lv = h.levels[1]
+        true = _dense_lambda_max(net, lv)
+        assert abs(lv.lam - true) <= 0.01 * true, (lv.lam, true)   # Lanczos vs dense
+        if cap == 0.0:
+            assert true > 2.0 and lv.scale == 1.0 and h.scaled == 0
+        else:
+            assert lv.scale * true <= 1.9 * 1.01 and h.scaled == 1
+        assert h.levels[0].scale == 1.0
+    with pytest.raises(InputError, match="cap"):
+        MGNet(3, cap=2.5)
+
+
 @pytest.mark.serial
 def test_mgnet_is_linear_symmetric_and_one_model_serves_every_size():
     torch.manual_seed(0)
@@ -117,6 +150,8 @@ def test_mg_text_in_ksp_view_and_local_mode_refused_on_two_ranks(comm):
         solver, r = _solve(comm, s, {**TORCH, "ksp_type": "fcg", **UNPREC, "pc_torch_model": "mg2d"})
         text = solver.ksp.getPC().getPythonContext().describe()
         assert "levels from the operator (Galerkin): 32x32 > 16x16 > 8x8 > 4x4" in text, text
+        assert "smoother lambda_max(S A) on the coarse levels: " in text, text
+        assert "cap 1.9: " in text and "level(s) scaled down" in text, text
         assert r.converged and r.iterations < 10, r.summary()
         solver.destroy()
     s.destroy()

@@ -490,8 +490,14 @@ class TorchPC(LearnedPC):
         if hier is None:
             return ""
         shapes = " > ".join("x".join(map(str, sh)) for sh in hier.shapes)
-        return (f"  levels from the operator (Galerkin): {shapes}; built in "
+        text = (f"  levels from the operator (Galerkin): {shapes}; built in "
                 f"{self.stats.get('levels_time', 0.0):.3g} s\n")
+        lams = [lv.lam for lv in hier.levels[:-1] if getattr(lv, "lam", 0.0)]
+        if lams:
+            text += ("  smoother lambda_max(S A) on the coarse levels: "
+                     + " ".join(f"{v:.2f}" for v in lams)
+                     + f"; cap {self.model.cap:g}: {hier.scaled} level(s) scaled down\n")
+        return text
 
 
 class DCDM(PythonKSP):

@@ -299,6 +299,9 @@ def train_dcdm(cfg: TrainConfig, *, progress: bool = True, log=print) -> dict:
         bar = tqdm(total=cfg.epochs, initial=start, desc="train dcdm", unit="epoch")
     for epoch in range(start, cfg.epochs):
         cosine_lr(opt, cfg.lr, epoch, cfg.epochs)
+        for h in hiers:   # MGNet: the spectral cap of the weights as they are now
+            if h is not None:
+                model.rescale(h)
         # one matrix per batch (the loss needs its A), every sample once, batches shuffled
         batches = [(m, idx) for m in range(len(mats))
                    for idx in np.array_split(rng.permutation(per), max(1, -(-per // cfg.batch)))]
