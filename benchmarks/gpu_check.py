@@ -10,13 +10,18 @@
    1e-4 and 1e-6 at 64^3 and 128^3 (shipped dcdm3d); and, on this machine's CPU, PETSc CG+GAMG
    and ICC-PCG on the same systems, the baselines a GPU DCDM has to beat.
 
-3. **NPSolver on the device** (issue 15): on held-out cutsquare meshes (mesh size 1/16 to 1/96,
+   The same CPU check for the learned multigrid network mg3d (torch-DCDM with the operator's
+   levels against the PETSc DCDM through TorchPC).
+3. **MGNet on the device** (issue 14): mg3d's levels (set-up time), one cycle in fp32/TF32 and
+   torch-DCDM solves to 1e-4 and 1e-6 at 64^3 and 128^3 (32^3/64^3 with ``--quick``), with CPU
+   CG+GAMG on the same systems.
+4. **NPSolver on the device** (issue 15): on held-out cutsquare meshes (mesh size 1/16 to 1/96,
    up to about 1.5e4 dofs; npsolver2d) and cutbox meshes (1/8 to 1/24, up to about 1.5e4 dofs;
    npsolver3d) the network's prediction time in fp32 and bf16 with its relative L2
    error, the CPU time of CG+ICC and CG+GAMG from zero to the same accuracy (the GPU goal: 10x
    faster at matched accuracy), and the time of one label-free training step (batch 8, 40
    batched Jacobi-PCG steps in float64 on the device).
-4. **Learned movers on the device** (issue 16): DMM's (potential and its autograd gradient) and
+5. **Learned movers on the device** (issue 16): DMM's (potential and its autograd gradient) and
    UM2N's network evaluation on 64^2 and 128^2 squares, CPU against device, fp32.
 
 Without a GPU it writes the CPU part and ``"device": null``. The JSON names the machine.
@@ -85,7 +90,81 @@ def cpu_check(n: int, model_name: str = "dcdm3d") -> dict:
                                "petsc_dcdm_iterations": r.iterations,
                                "petsc_dcdm_residual": r.true_residual,
                                "petsc_classical_iterations": r.info["dcdm"]["classical_iterations"]}
+    # the learned multigrid network (levels from the assembled operator)
+    mg = load_model("mg3d").eval()
+    hier = mg.prepare(A, op.shape)
+    for tol in (1e-4, 1e-6):
+        t = torch_dcdm(op, bt, mg, rtol=tol, max_it=2000, levels=hier)
+        sv = KrylovSolver(MPI.COMM_SELF, options={
+            "ksp_type": "python", "ksp_python_type": "hybridsolve.learned.petsc.DCDM",
+            "pc_type": "python", "pc_python_type": "hybridsolve.learned.petsc.TorchPC",
+            "pc_torch_model": "mg3d", "pc_torch_mode": "gathered"}, rtol=tol, max_it=2000)
+        r = sv.solve(s.A, s.b)
+        sv.destroy()
+        out[f"mg3d tol {tol:g}"] = {"torch_dcdm_iterations": t["iterations"],
+                                    "torch_dcdm_residual": t["relative_residual"],
+                                    "petsc_dcdm_iterations": r.iterations,
+                                    "petsc_dcdm_residual": r.true_residual}
     s.destroy()
+    return out
+
+
+def mgnet_part(quick: bool, dev: str = "cuda") -> dict | None:
+    """The learned multigrid network mg3d on the device (issue 14's GPU goal: below CPU CG+GAMG
+    at 128^3): levels (SciPy Galerkin products on the CPU, then the spectral-cap estimate on
+    the device), one cycle in fp32 and TF32, torch-DCDM solves to 1e-4 and 1e-6, next to this
+    machine's CPU CG+GAMG on the same system."""
+    import torch
+
+    from hybridsolve.learned.models import load_model
+    from hybridsolve.learned.torch_dcdm import torch_dcdm
+    from hybridsolve.solvers.petsc import KrylovSolver
+    from hybridsolve.stack import MPI
+
+    if dev == "cuda" and not torch.cuda.is_available():
+        return None
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    out: dict = {}
+    model = load_model("mg3d").to(dev).eval()
+    for n in ((32, 64) if quick else (64, 128)):
+        s = _system(n)
+        A, _ = s.to_scipy()
+        op, b = _torch_problem(s, dev, torch.float64)
+        sync()
+        t0 = time.perf_counter()
+        hier = model.prepare(A, op.shape, device=dev)
+        sync()
+        row = {"levels": [list(sh) for sh in hier.shapes], "levels_s": time.perf_counter() - t0,
+               "coarse_lambda": [lv.lam for lv in hier.levels[1:-1]],
+               "scaled_levels": hier.scaled}
+        x = torch.randn(1, 1, *op.shape, device=dev)
+        for prec in ("fp32", "tf32"):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
+            with torch.no_grad():
+                for _ in range(3):
+                    model(x, hier)
+                sync()
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    model(x, hier)
+                sync()
+            row[f"cycle_s {prec}"] = (time.perf_counter() - t0) / 10
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        for tol in (1e-4, 1e-6):
+            t = torch_dcdm(op, b, model, rtol=tol, max_it=500, levels=hier)
+            sv = KrylovSolver(MPI.COMM_SELF, options={"ksp_type": "cg", "pc_type": "gamg",
+                                                      "ksp_norm_type": "unpreconditioned"},
+                              rtol=tol, max_it=5000)
+            r = sv.solve(s.A, s.b)
+            sv.destroy()
+            row[f"tol {tol:g}"] = {
+                "gpu_dcdm_iterations": t["iterations"], "gpu_dcdm_s": t["time"],
+                "gpu_dcdm_with_levels_s": t["time"] + row["levels_s"],
+                "gpu_dcdm_residual": t["relative_residual"], "reason": t["reason"],
+                "cpu_cg_gamg_iterations": r.iterations, "cpu_cg_gamg_s": r.time}
+        out[f"{n}^3"] = row
+        print("mgnet", n, row, flush=True)
+        s.destroy()
     return out
 
 
@@ -280,6 +359,7 @@ def main(argv=None) -> int:
               "cpu_check": cpu_check(16 if args.quick else 32)}
     print("cpu check:", report["cpu_check"], flush=True)
     report["device"] = device_part(args.quick)
+    report["mgnet_device"] = mgnet_part(args.quick)
     report["npsolver_device"] = npsolver_part(args.quick)
     report["movers_device"] = movers_part(args.quick)
     report["wall_s"] = time.perf_counter() - t0

@@ -49,9 +49,17 @@ class StencilTorch:
 
 
 def torch_dcdm(A: StencilTorch, b: torch.Tensor, model, *, rtol: float = 1e-6,
-               max_it: int = 1000, window: int = 2, model_dtype=torch.float32) -> dict:
+               max_it: int = 1000, window: int = 2, model_dtype=torch.float32,
+               levels=None) -> dict:
     """Solve ``A x = b`` (``b``: the grid's shape) by DCDM with ``model``; returns iterations,
-    reason (> 0 converged, < 0 failed), relative true residual, time and ``x``."""
+    reason (> 0 converged, < 0 failed), relative true residual, time and ``x``. ``levels``: the
+    operator's hierarchy for a model that takes one (MGNet: ``model.prepare(A_csr, shape,
+    device=...)``, built by the caller, outside the time)."""
+    from hybridsolve.errors import InputError
+
+    if getattr(model, "uses_operator", False) and levels is None:
+        raise InputError(f"torch_dcdm: {type(model).__name__} needs the operator's levels "
+                         "(levels=model.prepare(A_csr, shape, device=...))")
     if b.is_cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -73,7 +81,11 @@ def torch_dcdm(A: StencilTorch, b: torch.Tensor, model, *, rtol: float = 1e-6,
                 reason = -3
                 break
             inp = (r / rn).to(model_dtype)[None, None]
-            q = (model(inp, m_in) if uses_mask else model(inp))[0, 0].to(b.dtype) * mask
+            if levels is not None:
+                q = model(inp, levels)
+            else:
+                q = model(inp, m_in) if uses_mask else model(inp)
+            q = q[0, 0].to(b.dtype) * mask
             if float((q * r).sum()) < 0:
                 q = -q
             for p, Ap, pAp in dirs:
