@@ -129,14 +129,16 @@ def gather_rows_canonical(comm: MPI.Comm, local_rows: np.ndarray, canonical: np.
     return out
 
 
-def gather_csr_canonical(A: PETSc.Mat, canonical: np.ndarray) -> sp.csr_matrix:
-    """The whole matrix as SciPy CSR in canonical numbering, on every rank (small systems)."""
+def gather_csr_canonical(A: PETSc.Mat, canonical: np.ndarray,
+                         root: int | None = None) -> sp.csr_matrix | None:
+    """The whole matrix as SciPy CSR in canonical numbering, on every rank (small systems), or
+    only on rank ``root`` (the others get None: nothing but their own rows is sent there)."""
     comm = A.getComm().tompi4py()
     n = A.getSize()[0]
     if A.getType() == "python":  # a matrix-free operator: gather its assembled twin
         assembled = A.getPythonContext().assembled()
         try:
-            return gather_csr_canonical(assembled, canonical)
+            return gather_csr_canonical(assembled, canonical, root)
         finally:
             assembled.destroy()
     petsc_to_canon = _canonical_all(comm, canonical)  # PETSc global row -> canonical index
@@ -144,9 +146,15 @@ def gather_csr_canonical(A: PETSc.Mat, canonical: np.ndarray) -> sp.csr_matrix:
     rows_local = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
     r = np.asarray(canonical, dtype=np.int64)[rows_local]
     c = petsc_to_canon[np.asarray(indices, dtype=np.int64)]
-    R = np.concatenate(comm.allgather(r))
-    C = np.concatenate(comm.allgather(c))
-    V = np.concatenate(comm.allgather(np.asarray(data)))
+    if root is None:
+        R = np.concatenate(comm.allgather(r))
+        C = np.concatenate(comm.allgather(c))
+        V = np.concatenate(comm.allgather(np.asarray(data)))
+    else:
+        parts = [comm.gather(a, root=root) for a in (r, c, np.asarray(data))]
+        if comm.rank != root:
+            return None
+        R, C, V = (np.concatenate(p) for p in parts)
     M = sp.csr_matrix((V, (R, C)), shape=(n, n))
     M.sum_duplicates()
     M.sort_indices()

@@ -268,7 +268,7 @@ class TorchPC(LearnedPC):
             pos[self.permutation] = np.arange(self.permutation.size)
             canonical = pos[r0:r1]
         t0 = time.perf_counter()
-        csr = gather_csr_canonical(P, canonical)
+        csr = gather_csr_canonical(P, canonical, root=0)   # the levels live on rank 0 only
         hier = None
         if self._comm.rank == 0:
             hier = self.model.prepare(csr, self.shape, dtype=self._dtype, device=self.device)
