@@ -62,6 +62,16 @@ def test_spectral_cap_keeps_every_coarse_smoother_a_contraction():
         else:
             assert lv.scale * true <= 1.9 * 1.01 and h.scaled == 1
         assert h.levels[0].scale == 1.0
+        # the cycle applies that factor: level 1 by hand (nu = 1, the next level exact)
+        lv, lc = h.levels[1], h.levels[2]
+        r = torch.randn(1, 1, *lv.shape, dtype=torch.float64) * (lv.d != 0)
+        with torch.no_grad():
+            z = lv.scale * net.smooth(r, lv.d)
+            rc = net._mult(lv.PT, r - net._mult(lv.A, z, lv.shape), lc.shape)
+            z = z + net._mult(lv.P, (rc.reshape(1, -1) @ h.coarse_inverse.T).reshape(rc.shape),
+                              lv.shape)
+            z = z + lv.scale * net.smooth(r - net._mult(lv.A, z, lv.shape), lv.d)
+            assert torch.allclose(net._cycle(h, 1, r), z, rtol=1e-10, atol=1e-12)
     with pytest.raises(InputError, match="cap"):
         MGNet(3, cap=2.5)
 

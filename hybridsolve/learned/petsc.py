@@ -492,7 +492,7 @@ class TorchPC(LearnedPC):
         shapes = " > ".join("x".join(map(str, sh)) for sh in hier.shapes)
         text = (f"  levels from the operator (Galerkin): {shapes}; built in "
                 f"{self.stats.get('levels_time', 0.0):.3g} s\n")
-        lams = [lv.lam for lv in hier.levels[:-1] if getattr(lv, "lam", 0.0)]
+        lams = [lv.lam for lv in hier.levels[:-1] if lv.lam]    # 0: the finest, not estimated
         if lams:
             text += ("  smoother lambda_max(S A) on the coarse levels: "
                      + " ".join(f"{v:.2f}" for v in lams)

@@ -14,6 +14,8 @@ def torch_csr(A: sp.spmatrix, dtype, device=None):
     import torch
 
     A = A.tocsr()
+    if not A.has_sorted_indices:      # products of SciPy matrices need not be sorted
+        A = A.sorted_indices()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(torch.from_numpy(A.indptr.astype(np.int64)),
